@@ -1,0 +1,103 @@
+import { once } from 'node:events';
+import net from 'node:net';
+
+type Mode = 'pass' | 'stall' | 'cut';
+
+/**
+ * A TCP proxy between the store and redis-server, to inject the faults a process kill
+ * cannot show: a link that is cut (connections reset, new ones refused), stalled (TCP
+ * stays open and nothing arrives, until it is resumed), or slow (every chunk delayed).
+ */
+export class TcpProxy {
+	readonly #server: net.Server;
+	readonly #targetPort: number;
+	readonly #sockets = new Set<net.Socket>();
+	readonly #held: Array<() => void> = [];
+	#mode: Mode = 'pass';
+	#latencyMs = 0;
+	/** Connections accepted since the proxy started. */
+	connections = 0;
+
+	private constructor(targetPort: number) {
+		this.#targetPort = targetPort;
+		this.#server = net.createServer((socket) => this.#accept(socket));
+	}
+
+	static async start(targetPort: number): Promise<TcpProxy> {
+		const proxy = new TcpProxy(targetPort);
+		proxy.#server.listen(0, '127.0.0.1');
+		await once(proxy.#server, 'listening');
+		return proxy;
+	}
+
+	get port(): number {
+		return (this.#server.address() as net.AddressInfo).port;
+	}
+
+	get url(): string {
+		return `redis://127.0.0.1:${this.port}`;
+	}
+
+	/** Forwards everything again; what a stall held back is delivered now, as TCP would. */
+	pass(): void {
+		this.#mode = 'pass';
+		for (const release of this.#held.splice(0)) release();
+	}
+
+	/** Keeps every connection open and delivers nothing, either way. */
+	stall(): void {
+		this.#mode = 'stall';
+	}
+
+	/** Resets every connection and refuses new ones until {@link pass}. */
+	cut(): void {
+		this.#mode = 'cut';
+		this.#held.length = 0;
+		for (const socket of this.#sockets) socket.destroy();
+	}
+
+	/** Delays every chunk by `ms` in each direction. */
+	slow(ms: number): void {
+		this.#latencyMs = ms;
+	}
+
+	async close(): Promise<void> {
+		for (const socket of this.#sockets) socket.destroy();
+		this.#server.close();
+		await once(this.#server, 'close');
+	}
+
+	#accept(client: net.Socket): void {
+		this.connections++;
+		if (this.#mode === 'cut') {
+			client.destroy();
+			return;
+		}
+
+		const upstream = net.connect(this.#targetPort, '127.0.0.1');
+		for (const socket of [client, upstream]) {
+			this.#sockets.add(socket);
+			socket.on('error', () => {});
+			socket.on('close', () => {
+				this.#sockets.delete(socket);
+				client.destroy();
+				upstream.destroy();
+			});
+		}
+
+		this.#pipe(client, upstream);
+		this.#pipe(upstream, client);
+	}
+
+	#pipe(from: net.Socket, to: net.Socket): void {
+		from.on('data', (chunk) => {
+			const deliver = () => {
+				if (!to.destroyed) to.write(chunk);
+			};
+
+			const forward = () => (this.#latencyMs > 0 ? setTimeout(deliver, this.#latencyMs) : deliver());
+			if (this.#mode === 'stall') this.#held.push(forward);
+			else forward();
+		});
+	}
+}

@@ -1,0 +1,239 @@
+import { EventEmitter } from 'node:events';
+import { performance } from 'node:perf_hooks';
+import { withDeadline } from './deadline.js';
+import { isRedisTimeoutError, RedisUnavailableError } from './errors.js';
+import { debug, type OnceLogger } from './logger.js';
+import { canSend, isReplyError, type RedisClient } from './redis-client.js';
+
+/** Where operations go right now. */
+export type Backend = 'redis' | 'memory';
+
+/** What a feature must do before the store may go back to Redis (for sessions: the write-back). */
+export interface RecoveryStep {
+	/** Brings Redis up to date. Rejects, to stay on memory, when Redis fails again meanwhile. */
+	flush(): Promise<void>;
+	/** Whether anything arrived since the last flush that still has to go to Redis. */
+	pending(): boolean;
+}
+
+export interface FailoverOptions {
+	readonly client: RedisClient;
+	readonly timeoutMs: number;
+	readonly probeIntervalMs: number;
+	readonly recoverAfterProbes: number;
+	readonly minFallbackMs: number;
+	readonly log: OnceLogger;
+	/** Drops a connection that stopped answering, for clients the store owns. */
+	readonly resetConnection?: () => void;
+}
+
+/** The answer of {@link Failover.attempt}: Redis's value, or `served: false` to serve from memory. */
+export type Attempt<T> = { readonly served: true; readonly value: T } | { readonly served: false };
+
+const MISSED: Attempt<never> = Object.freeze({ served: false });
+
+/** Flushes retried in one recovery before it gives up until the next probe. */
+const MAX_FLUSH_ROUNDS = 10;
+
+interface FailoverEvents {
+	fallback: [error: Error];
+	recover: [];
+}
+
+/**
+ * The one place that decides whether Redis is used. Sessions, rate limits and login
+ * tracking all ask it; none of them checks Redis's health on its own.
+ *
+ * - It trips to memory on a connection error, a dropped connection, or a deadline miss;
+ *   a reply error (`WRONGTYPE`, …) is the caller's to handle and trips nothing.
+ * - While on memory no request waits on Redis: {@link attempt} answers at once, and a
+ *   background `PING` probes Redis every `probeIntervalMs`.
+ * - It goes back to Redis after `recoverAfterProbes` consecutive good probes, at least
+ *   `minFallbackMs` after the fallback, and only once every {@link RecoveryStep} has
+ *   brought Redis up to date.
+ */
+export class Failover extends EventEmitter<FailoverEvents> {
+	readonly #options: FailoverOptions;
+	readonly #steps: RecoveryStep[] = [];
+	#backend: Backend = 'redis';
+	#since = Date.now();
+	#failovers = 0;
+	#lastError: Error | undefined;
+	#latencyMs: number | undefined;
+	#goodProbes = 0;
+	#probeTimer: NodeJS.Timeout | undefined;
+	#closed = false;
+	/** Until the client is first ready, requests wait for it up to this time. */
+	readonly #startupDeadline: number;
+	#firstReady: Promise<void> | undefined;
+	readonly #onClientError = (error: Error) => this.trip(error);
+	readonly #onClientReady = () => this.#options.log.forget('client-error');
+
+	constructor(options: FailoverOptions) {
+		super();
+		this.#options = options;
+		this.#startupDeadline = Date.now() + options.timeoutMs;
+		// The listener also keeps an 'error' of the client from crashing the process.
+		options.client.on('error', this.#onClientError);
+		options.client.on('ready', this.#onClientReady);
+		if (!canSend(options.client)) {
+			this.#firstReady = new Promise((resolve) => {
+				const onReady = () => {
+					options.client.off?.('ready', onReady);
+					resolve();
+				};
+
+				options.client.on('ready', onReady);
+			});
+		}
+	}
+
+	/** Where operations go right now. */
+	get backend(): Backend {
+		return this.#backend;
+	}
+
+	/** When the backend last changed. */
+	get since(): Date {
+		return new Date(this.#since);
+	}
+
+	/** How many times it fell back to memory. */
+	get failovers(): number {
+		return this.#failovers;
+	}
+
+	/** The last error that Redis or its client gave. */
+	get lastError(): Error | undefined {
+		return this.#lastError;
+	}
+
+	/** Smoothed latency of Redis operations, in milliseconds. */
+	get latencyMs(): number | undefined {
+		return this.#latencyMs;
+	}
+
+	/** Registers what must happen before going back to Redis. Steps run in order. */
+	addRecoveryStep(step: RecoveryStep): void {
+		this.#steps.push(step);
+	}
+
+	/**
+	 * Runs `command` on Redis within the deadline when Redis is the backend. Resolves
+	 * `served: false`, at once while on memory, or when Redis fails or misses the
+	 * deadline (which trips the fallback). A reply error rejects.
+	 */
+	async attempt<T>(operation: string, command: () => Promise<T>, timeoutMs?: number): Promise<Attempt<T>> {
+		if (this.#backend === 'memory') return MISSED;
+		if (!canSend(this.#options.client) && !(await this.#waitForFirstReady())) {
+			this.trip(new RedisUnavailableError('the Redis client is not connected', { cause: this.#lastError }));
+			return MISSED;
+		}
+
+		try {
+			return { served: true, value: await this.run(operation, command, timeoutMs) };
+		} catch (error) {
+			if (isReplyError(error)) throw error;
+			this.trip(error as Error);
+			return MISSED;
+		}
+	}
+
+	/** Runs `command` within the deadline, whatever the backend; trips nothing. */
+	async run<T>(operation: string, command: () => Promise<T>, timeoutMs = this.#options.timeoutMs): Promise<T> {
+		const started = performance.now();
+		const value = await withDeadline(command(), timeoutMs, operation);
+		const took = performance.now() - started;
+		this.#latencyMs = this.#latencyMs === undefined ? took : this.#latencyMs * 0.9 + took * 0.1;
+		return value;
+	}
+
+	/** Falls back to memory because of `error`. Does nothing if already there. */
+	trip(error: Error): void {
+		this.#lastError = error;
+		if (this.#backend === 'memory' || this.#closed) return;
+		this.#backend = 'memory';
+		this.#since = Date.now();
+		this.#failovers++;
+		this.#goodProbes = 0;
+		this.#options.log.warn('fallback', `resilient-session: Redis failed, serving from memory: ${error.message}`);
+		debug('fallback: %s', error.message);
+		if (isRedisTimeoutError(error)) this.#options.resetConnection?.();
+		this.emit('fallback', error);
+		this.#scheduleProbe();
+	}
+
+	/** Stops probing and lets go of the client. */
+	close(): void {
+		this.#closed = true;
+		clearTimeout(this.#probeTimer);
+		this.#options.client.off?.('error', this.#onClientError);
+		this.#options.client.off?.('ready', this.#onClientReady);
+	}
+
+	async #waitForFirstReady(): Promise<boolean> {
+		const left = this.#startupDeadline - Date.now();
+		if (!this.#firstReady || left <= 0) return false;
+		let timer: NodeJS.Timeout | undefined;
+		const ready = await Promise.race([
+			this.#firstReady.then(() => true),
+			new Promise<boolean>((resolve) => {
+				timer = setTimeout(resolve, left, false);
+			}),
+		]);
+		clearTimeout(timer);
+		return ready && canSend(this.#options.client);
+	}
+
+	#scheduleProbe(): void {
+		if (this.#closed) return;
+		this.#probeTimer = setTimeout(() => void this.#probe(), this.#options.probeIntervalMs);
+		this.#probeTimer.unref();
+	}
+
+	async #probe(): Promise<void> {
+		const { client, recoverAfterProbes, minFallbackMs } = this.#options;
+		if (this.#closed || this.#backend === 'redis') return;
+		try {
+			if (!canSend(client)) throw new RedisUnavailableError('the Redis client is not connected');
+			await this.run('PING', () => client.ping());
+			this.#goodProbes++;
+		} catch (error) {
+			this.#lastError = error as Error;
+			this.#goodProbes = 0;
+			if (isRedisTimeoutError(error)) this.#options.resetConnection?.();
+		}
+
+		if (this.#goodProbes >= recoverAfterProbes && Date.now() - this.#since >= minFallbackMs) {
+			if (await this.#recover()) return;
+			this.#goodProbes = 0;
+		}
+
+		this.#scheduleProbe();
+	}
+
+	/** Runs every recovery step until nothing is left, then switches back to Redis. */
+	async #recover(): Promise<boolean> {
+		try {
+			for (let round = 0; round < MAX_FLUSH_ROUNDS; round++) {
+				for (const step of this.#steps) await step.flush();
+				if (this.#closed) return true;
+				// Requests kept going to memory while the steps ran; switch only when no
+				// step has anything left, with no await between that check and the switch.
+				if (!this.#steps.some((step) => step.pending())) {
+					this.#backend = 'redis';
+					this.#since = Date.now();
+					this.#options.log.forget('fallback');
+					debug('recovered');
+					this.emit('recover');
+					return true;
+				}
+			}
+		} catch (error) {
+			this.#lastError = error as Error;
+			debug('recovery failed: %s', (error as Error).message);
+		}
+
+		return false;
+	}
+}

@@ -1,0 +1,287 @@
+import type { SessionData } from 'express-session';
+import type { Logger } from './logger.js';
+import { isRedisClient, type RedisClient } from './redis-client.js';
+
+/** How sessions are turned into strings for Redis. `JSON` by default, as in connect-redis. */
+export interface Serializer {
+	parse(text: string): SessionData | Promise<SessionData>;
+	stringify(session: SessionData): string;
+}
+
+/** Options of the in-process memory side. */
+export interface MemoryOptions {
+	/**
+	 * The most sessions held in memory: warm copies of sessions in use while Redis is
+	 * healthy, and every session during an outage. The least recently used are dropped
+	 * first. About 0.8 KB a session of 260 bytes, so the default costs about 8 MB.
+	 * @default 10_000
+	 */
+	readonly max?: number;
+	/**
+	 * How often expired sessions are swept out of memory, in milliseconds (they are
+	 * never served after they expire, sweep or not).
+	 * @default 600_000
+	 */
+	readonly checkPeriodMs?: number;
+}
+
+/** Options of {@link ResilientStore}. */
+export interface ResilientStoreOptions {
+	/**
+	 * An existing node-redis client (`createClient`, `createCluster` or `createSentinel`,
+	 * redis v5 or v6). The caller owns it: connect it (there is no need to await that),
+	 * and close it after `store.close()`. Give it `disableOfflineQueue: true`: otherwise
+	 * commands sent while it reconnects wait in its queue (the store never waits for them
+	 * longer than `timeoutMs`).
+	 */
+	readonly client?: RedisClient;
+	/**
+	 * A Redis URL (`redis://` or `rediss://`, with user and password if needed). The store
+	 * creates the client, connects it in the background and closes it in `close()`.
+	 * Without `client` or `url`, `process.env.REDIS_URL` is used; without that, the store
+	 * keeps sessions in memory only.
+	 */
+	readonly url?: string;
+	/**
+	 * Prefix of every session key in Redis. The same as connect-redis.
+	 * @default 'sess:'
+	 */
+	readonly prefix?: string;
+	/**
+	 * Time to live of a session in seconds, or a function of the session that returns it.
+	 * A session whose cookie has an expiry date lives until that date instead. The same
+	 * as connect-redis.
+	 * @default 86_400
+	 */
+	readonly ttl?: number | ((session: SessionData) => number);
+	/**
+	 * Store sessions without a time to live (they live until destroyed). The same as
+	 * connect-redis.
+	 * @default false
+	 */
+	readonly disableTTL?: boolean;
+	/**
+	 * Do not extend a session's time to live when express-session touches it. The same
+	 * as connect-redis.
+	 * @default false
+	 */
+	readonly disableTouch?: boolean;
+	/**
+	 * How sessions are written to Redis. The same as connect-redis.
+	 * @default JSON
+	 */
+	readonly serializer?: Serializer;
+	/**
+	 * `COUNT` of each `SCAN` that `all()`, `ids()`, `length()` and `clear()` send. The
+	 * same as connect-redis.
+	 * @default 100
+	 */
+	readonly scanCount?: number;
+	/** Options of the memory side. */
+	readonly memory?: MemoryOptions;
+	/**
+	 * The longest a Redis operation may take, in milliseconds. Past it, the operation
+	 * is served from memory and the store falls back. Healthy Redis answers in a
+	 * millisecond or two on the same network, so 250 ms never trips on a healthy link
+	 * yet keeps the worst request well under a second.
+	 * @default 250
+	 */
+	readonly timeoutMs?: number;
+	/**
+	 * While on memory, how often Redis is probed with `PING`, in milliseconds.
+	 * @default 250
+	 */
+	readonly probeIntervalMs?: number;
+	/**
+	 * Consecutive successful probes needed before the store returns to Redis, so that
+	 * a flapping link does not make the store flap.
+	 * @default 3
+	 */
+	readonly recoverAfterProbes?: number;
+	/**
+	 * The shortest stay on memory after a fallback, in milliseconds.
+	 * @default 1_000
+	 */
+	readonly minFallbackMs?: number;
+	/**
+	 * The most sessions destroyed during an outage that are remembered, to be destroyed
+	 * in Redis on recovery. About 100 bytes each. Past it, the oldest is forgotten and
+	 * an error is logged: that session could come back after the outage.
+	 * @default 100_000
+	 */
+	readonly maxTombstones?: number;
+	/**
+	 * The longest wait between two reconnection attempts of a client the store created,
+	 * in milliseconds (the wait grows from 50 ms, with up to 100 ms of jitter).
+	 * @default 500
+	 */
+	readonly reconnectMaxDelayMs?: number;
+	/**
+	 * Where warnings and errors go.
+	 * @default console
+	 */
+	readonly logger?: Logger;
+}
+
+/** Defaults of every {@link ResilientStoreOptions} that has one. */
+export const storeDefaults = Object.freeze({
+	prefix: 'sess:',
+	ttl: 86_400,
+	disableTTL: false,
+	disableTouch: false,
+	serializer: JSON as Serializer,
+	scanCount: 100,
+	memory: Object.freeze({ max: 10_000, checkPeriodMs: 600_000 }),
+	timeoutMs: 250,
+	probeIntervalMs: 250,
+	recoverAfterProbes: 3,
+	minFallbackMs: 1_000,
+	maxTombstones: 100_000,
+	reconnectMaxDelayMs: 500,
+});
+
+/** {@link ResilientStoreOptions} with every default applied and every value checked. */
+export interface StoreConfig {
+	readonly client: RedisClient | undefined;
+	readonly url: string | undefined;
+	readonly prefix: string;
+	readonly ttl: number | ((session: SessionData) => number);
+	readonly disableTTL: boolean;
+	readonly disableTouch: boolean;
+	readonly serializer: Serializer;
+	readonly scanCount: number;
+	readonly memory: Required<MemoryOptions>;
+	readonly timeoutMs: number;
+	readonly probeIntervalMs: number;
+	readonly recoverAfterProbes: number;
+	readonly minFallbackMs: number;
+	readonly maxTombstones: number;
+	readonly reconnectMaxDelayMs: number;
+	readonly logger: Logger;
+}
+
+export const describe = (value: unknown): string => {
+	if (typeof value === 'string') return JSON.stringify(value);
+	if (typeof value === 'function') return 'a function';
+	if (value === null) return 'null';
+	if (Array.isArray(value)) return 'an array';
+	if (typeof value === 'object') return 'an object';
+	return String(value);
+};
+
+const fail = (option: string, expected: string, value: unknown): never => {
+	throw new TypeError(`resilient-session: \`${option}\` must be ${expected}; got ${describe(value)}`);
+};
+
+/** Throws a `TypeError` naming `option` unless `value` is a whole number ≥ `min`. */
+export const checkInteger = (option: string, value: unknown, min: number): number => {
+	if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
+		fail(option, `a whole number of at least ${min}`, value);
+	}
+
+	return value as number;
+};
+
+export const checkBoolean = (option: string, value: unknown): boolean =>
+	typeof value === 'boolean' ? value : fail(option, 'true or false', value);
+
+const checkObject = (option: string, value: unknown): Record<string, unknown> =>
+	value !== null && typeof value === 'object' && !Array.isArray(value)
+		? (value as Record<string, unknown>)
+		: fail(option, 'an object', value);
+
+export const checkLogger = (value: unknown): Logger => {
+	const logger = checkObject('logger', value);
+	if (typeof logger.warn !== 'function' || typeof logger.error !== 'function') {
+		fail('logger', 'an object with warn() and error() methods', value);
+	}
+
+	return logger as unknown as Logger;
+};
+
+const checkUrl = (option: string, value: unknown): string => {
+	if (typeof value !== 'string' || !/^rediss?:\/\/./.test(value)) {
+		fail(option, 'a redis:// or rediss:// URL', value);
+	}
+
+	return value as string;
+};
+
+/** Resolves the options once into a fully required, checked config. */
+export const resolveStoreOptions = (options: ResilientStoreOptions = {}): StoreConfig => {
+	const given = checkObject('options', options) as ResilientStoreOptions;
+	const pick = <K extends keyof typeof storeDefaults>(key: K) => given[key] ?? storeDefaults[key];
+
+	if (given.client !== undefined && given.url !== undefined) {
+		throw new TypeError('resilient-session: pass `client` or `url`, not both');
+	}
+
+	if (given.client !== undefined && !isRedisClient(given.client)) {
+		fail('client', 'a node-redis client (createClient, createCluster or createSentinel)', given.client);
+	}
+
+	const url =
+		given.url === undefined
+			? given.client === undefined && process.env.REDIS_URL
+				? checkUrl('REDIS_URL', process.env.REDIS_URL)
+				: undefined
+			: checkUrl('url', given.url);
+
+	const ttl = pick('ttl');
+	if (typeof ttl !== 'function' && (typeof ttl !== 'number' || !Number.isFinite(ttl) || ttl <= 0)) {
+		fail('ttl', 'a positive number of seconds or a function returning one', ttl);
+	}
+
+	const serializer = pick('serializer');
+	if (
+		serializer === null ||
+		typeof serializer !== 'object' ||
+		typeof serializer.parse !== 'function' ||
+		typeof serializer.stringify !== 'function'
+	) {
+		fail('serializer', 'an object with parse() and stringify() methods', serializer);
+	}
+
+	const prefix = pick('prefix');
+	if (typeof prefix !== 'string') fail('prefix', 'a string', prefix);
+
+	const memory = checkObject('memory', given.memory ?? {}) as MemoryOptions;
+
+	return Object.freeze({
+		client: given.client,
+		url,
+		prefix,
+		ttl,
+		disableTTL: checkBoolean('disableTTL', pick('disableTTL')),
+		disableTouch: checkBoolean('disableTouch', pick('disableTouch')),
+		serializer,
+		scanCount: checkInteger('scanCount', pick('scanCount'), 1),
+		memory: Object.freeze({
+			max: checkInteger('memory.max', memory.max ?? storeDefaults.memory.max, 1),
+			checkPeriodMs: checkInteger(
+				'memory.checkPeriodMs',
+				memory.checkPeriodMs ?? storeDefaults.memory.checkPeriodMs,
+				1,
+			),
+		}),
+		timeoutMs: checkInteger('timeoutMs', pick('timeoutMs'), 1),
+		probeIntervalMs: checkInteger('probeIntervalMs', pick('probeIntervalMs'), 1),
+		recoverAfterProbes: checkInteger('recoverAfterProbes', pick('recoverAfterProbes'), 1),
+		minFallbackMs: checkInteger('minFallbackMs', pick('minFallbackMs'), 0),
+		maxTombstones: checkInteger('maxTombstones', pick('maxTombstones'), 1),
+		reconnectMaxDelayMs: checkInteger('reconnectMaxDelayMs', pick('reconnectMaxDelayMs'), 0),
+		logger: checkLogger(given.logger ?? console),
+	});
+};
+
+/**
+ * A session's time to live in seconds, exactly as connect-redis computes it: the
+ * `ttl` function if there is one, else until the cookie expires, else `ttl`.
+ * Zero or less means the session has already expired.
+ */
+export const ttlSeconds = (config: Pick<StoreConfig, 'ttl'>, session: SessionData): number => {
+	if (typeof config.ttl === 'function') return config.ttl(session);
+	const expires = session?.cookie?.expires;
+	if (expires) return Math.ceil((Number(new Date(expires)) - Date.now()) / 1000);
+	return config.ttl;
+};

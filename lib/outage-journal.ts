@@ -1,0 +1,137 @@
+import type { OnceLogger } from './logger.js';
+
+/** What has to be done in Redis for one session when it comes back. */
+export type PendingKind = 'write' | 'touch';
+
+export interface JournalLimits {
+	readonly maxTombstones: number;
+	readonly maxPending: number;
+}
+
+/**
+ * What happened to sessions while Redis was away, to be replayed on recovery:
+ * destroys first (tombstones), then writes, then touches.
+ *
+ * Each entry carries a sequence number, so that a flush removes only what it wrote: a
+ * session changed again while its write-back was in flight stays pending.
+ *
+ * Both maps are bounded. Past `maxPending` the oldest pending write is dropped (the
+ * session itself is still served from memory while it is there); past `maxTombstones`
+ * the oldest tombstone is dropped, and that session could come back after the outage.
+ * Either is logged once per outage.
+ */
+export class OutageJournal {
+	readonly #tombstones = new Map<string, number>();
+	readonly #pending = new Map<string, { kind: PendingKind; seq: number }>();
+	readonly #limits: JournalLimits;
+	readonly #log: OnceLogger;
+	#cleared = false;
+	#seq = 0;
+	/** Tombstones and writes dropped at their bound since the store started. */
+	dropped = 0;
+
+	constructor(limits: JournalLimits, log: OnceLogger) {
+		this.#limits = limits;
+		this.#log = log;
+	}
+
+	/** Sessions destroyed during the outage. */
+	get tombstones(): number {
+		return this.#tombstones.size;
+	}
+
+	/** Sessions written or touched during the outage. */
+	get pending(): number {
+		return this.#pending.size;
+	}
+
+	/** Whether `clear()` was called during the outage. */
+	get cleared(): boolean {
+		return this.#cleared;
+	}
+
+	get isEmpty(): boolean {
+		return !this.#cleared && this.#tombstones.size === 0 && this.#pending.size === 0;
+	}
+
+	/** Whether `sid` was destroyed during this outage: it must not be written again. */
+	isDestroyed(sid: string): boolean {
+		return this.#tombstones.has(sid);
+	}
+
+	destroyed(sid: string): void {
+		this.#pending.delete(sid);
+		this.#tombstones.delete(sid);
+		this.#tombstones.set(sid, ++this.#seq);
+		if (this.#tombstones.size > this.#limits.maxTombstones) {
+			this.#dropOldest(this.#tombstones);
+			this.#log.error(
+				'tombstones-full',
+				`resilient-session: more than ${this.#limits.maxTombstones} sessions destroyed during the outage; ` +
+					'the oldest may come back when Redis returns (raise maxTombstones)',
+			);
+		}
+	}
+
+	written(sid: string): void {
+		this.#note(sid, 'write');
+	}
+
+	touched(sid: string): void {
+		if (this.#pending.get(sid)?.kind !== 'write') this.#note(sid, 'touch');
+	}
+
+	/** Everything before this is superseded by a clear of the whole store. */
+	clearedAll(): void {
+		this.#tombstones.clear();
+		this.#pending.clear();
+		this.#cleared = true;
+	}
+
+	/** Tombstones to replay, each with the sequence number that {@link settleTombstone} takes. */
+	tombstoneEntries(): Array<[sid: string, seq: number]> {
+		return [...this.#tombstones];
+	}
+
+	pendingEntries(): Array<[sid: string, entry: { kind: PendingKind; seq: number }]> {
+		return [...this.#pending];
+	}
+
+	settleTombstone(sid: string, seq: number): void {
+		if (this.#tombstones.get(sid) === seq) this.#tombstones.delete(sid);
+	}
+
+	settlePending(sid: string, seq: number): void {
+		if (this.#pending.get(sid)?.seq === seq) this.#pending.delete(sid);
+	}
+
+	settleClear(): void {
+		this.#cleared = false;
+	}
+
+	/** Starts a new outage: its bounds are reported again. */
+	forgetWarnings(): void {
+		this.#log.forget('tombstones-full');
+		this.#log.forget('pending-full');
+	}
+
+	#note(sid: string, kind: PendingKind): void {
+		// Re-inserted at the end, so that the oldest entry is the first in the map.
+		this.#pending.delete(sid);
+		this.#pending.set(sid, { kind, seq: ++this.#seq });
+		if (this.#pending.size > this.#limits.maxPending) {
+			this.#dropOldest(this.#pending);
+			this.#log.warn(
+				'pending-full',
+				`resilient-session: more than ${this.#limits.maxPending} sessions changed during the outage; ` +
+					'the oldest changes will not be written back to Redis (raise memory.max)',
+			);
+		}
+	}
+
+	#dropOldest(map: Map<string, unknown>): void {
+		const oldest = map.keys().next();
+		if (!oldest.done) map.delete(oldest.value);
+		this.dropped++;
+	}
+}

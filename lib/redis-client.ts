@@ -1,0 +1,96 @@
+import { createClient, ErrorReply } from 'redis';
+
+/**
+ * The part of a node-redis client (`createClient`, `createCluster`, `createSentinel`;
+ * redis v5 or v6) that the store relies on. Typed structurally so that a client of
+ * either major version is accepted.
+ */
+export interface RedisClient {
+	readonly isOpen: boolean;
+	readonly isReady?: boolean;
+	on(event: string, listener: (...args: any[]) => void): unknown;
+	off?(event: string, listener: (...args: any[]) => void): unknown;
+	listenerCount?(event: string): number;
+	[command: string]: any;
+}
+
+const COMMANDS_USED = ['get', 'set', 'expire', 'del', 'mGet', 'ping', 'on'] as const;
+
+/** Whether `value` looks like a node-redis client, cluster or sentinel. */
+export const isRedisClient = (value: unknown): value is RedisClient =>
+	value !== null &&
+	typeof value === 'object' &&
+	'isOpen' in value &&
+	COMMANDS_USED.every((name) => typeof (value as Record<string, unknown>)[name] === 'function');
+
+/** Whether `client` is a cluster, which has no single connection to watch. */
+export const isCluster = (client: RedisClient): boolean => 'masters' in client;
+
+/**
+ * Whether commands sent now can be answered. `isReady` is the honest bit on a client
+ * and a sentinel (`isOpen` stays true while reconnecting). A cluster does not clear it
+ * when one node dies, so there only deadlines tell.
+ */
+export const canSend = (client: RedisClient): boolean =>
+	isCluster(client) ? client.isOpen : client.isReady ?? client.isOpen;
+
+/** Reply errors that mean "this server cannot serve now", unlike `WRONGTYPE` and the like. */
+const UNAVAILABLE_REPLY = /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|NOREPLICAS)\b/;
+
+/** The names node-redis v5 and v6 give their reply error classes. */
+const REPLY_CLASSES = new Set(['ErrorReply', 'SimpleError', 'BlobError', 'MultiErrorReply']);
+
+/**
+ * Whether `error` is an answer from a working Redis (`WRONGTYPE`, `NOSCRIPT`, …) rather
+ * than a sign that Redis cannot be reached. Only the latter trips the fallback.
+ * Checked by class name too: a client from another copy of `redis` has its own classes.
+ */
+export const isReplyError = (error: unknown): boolean =>
+	(error instanceof ErrorReply || REPLY_CLASSES.has((error as Error)?.constructor?.name)) &&
+	!UNAVAILABLE_REPLY.test((error as Error).message);
+
+export interface OwnedClientOptions {
+	readonly url: string;
+	readonly connectTimeoutMs: number;
+	readonly reconnectMaxDelayMs: number;
+	readonly onError: (error: Error) => void;
+}
+
+/**
+ * Exponential backoff from 50 ms up to `maxDelayMs`, plus up to 100 ms of jitter so
+ * that many instances do not reconnect in step. It never gives up: the store keeps
+ * serving from memory meanwhile. node-redis's default strategy gives up on a socket
+ * timeout, which would leave the store on memory for good.
+ */
+export const reconnectDelay = (retries: number, maxDelayMs: number): number =>
+	Math.min(50 * 2 ** Math.min(retries, 16), maxDelayMs) + Math.floor(Math.random() * 100);
+
+/**
+ * Creates the client a store owns when it is given a URL: no offline queue (a command
+ * sent while disconnected fails at once instead of waiting), an `'error'` listener (an
+ * unhandled one would crash the process) and a reconnect strategy that never gives up.
+ * Connecting starts in the background; nothing waits for it.
+ */
+export const createOwnedClient = (options: OwnedClientOptions): RedisClient => {
+	const client = createClient({
+		url: options.url,
+		disableOfflineQueue: true,
+		socket: {
+			connectTimeout: options.connectTimeoutMs,
+			reconnectStrategy: (retries: number) => reconnectDelay(retries, options.reconnectMaxDelayMs),
+		},
+	});
+	client.on('error', options.onError);
+	connectInBackground(client);
+	return client as unknown as RedisClient;
+};
+
+/** Starts connecting `client` without waiting: a standalone `connect()` never settles while Redis is down. */
+export const connectInBackground = (client: RedisClient): void => {
+	if (client.isOpen) return;
+	Promise.resolve()
+		.then(() => client.connect())
+		// Failures are reported through the client's 'error' event and retried by its
+		// reconnect strategy; a rejected connect() here only means the client was closed.
+		.catch(() => {});
+};

@@ -1,0 +1,447 @@
+import { randomUUID } from 'node:crypto';
+import { RedisStore } from 'connect-redis';
+import { Store, type SessionData } from 'express-session';
+import { type Callback, settle } from './callback.js';
+import { withDeadline } from './deadline.js';
+import { StoreClosedError } from './errors.js';
+import { type Attempt, type Backend, Failover } from './failover.js';
+import { OnceLogger } from './logger.js';
+import { MemorySide } from './memory-side.js';
+import { resolveStoreOptions, type ResilientStoreOptions, type StoreConfig, ttlSeconds } from './options.js';
+import { OutageJournal } from './outage-journal.js';
+import { markLoaded } from './request-session.js';
+import { connectInBackground, createOwnedClient, isReplyError, type RedisClient } from './redis-client.js';
+
+/** Bulk operations (`all`, `ids`, `length`, `clear`) scan every key: they get this many deadlines. */
+const BULK_DEADLINES = 20;
+
+/** Write-back sends this many commands at a time (node-redis pipelines them). */
+const WRITE_BACK_BATCH = 100;
+
+/** What one write-back did, as given to the `'writeback'` event. */
+export interface WriteBackResult {
+	/** Sessions destroyed during the outage, now destroyed in Redis. */
+	readonly destroyed: number;
+	/** Sessions created or changed during the outage, now written to Redis. */
+	readonly written: number;
+	/** Sessions touched during the outage, their expiry now extended in Redis. */
+	readonly touched: number;
+	/** Sessions written back because Redis came back empty (`SET NX`: nothing newer was overwritten). */
+	readonly restored: number;
+	/** Pending sessions no longer in memory (expired, or dropped at `memory.max`), so not written. */
+	readonly lost: number;
+	/** Sessions Redis refused with a reply error (logged). */
+	readonly failed: number;
+}
+
+/** A snapshot of the store's state, from {@link ResilientStore.stats}. */
+export interface StoreStats {
+	/** Where operations go right now. */
+	readonly backend: Backend;
+	/** Since when. */
+	readonly since: Date;
+	/** How many times the store fell back to memory. */
+	readonly failovers: number;
+	/** The last error Redis or its client gave. */
+	readonly lastError: Error | undefined;
+	/** Sessions written, touched or destroyed during the outage, waiting for Redis. */
+	readonly pendingWriteBack: number;
+	/** Of those, sessions destroyed. */
+	readonly tombstones: number;
+	/** Sessions held in memory (warm copies, and every session during an outage). */
+	readonly memorySessions: number;
+	/** Smoothed latency of Redis operations in milliseconds (undefined before the first). */
+	readonly redisLatencyMs: number | undefined;
+}
+
+type SessionWithId = SessionData & { id: string };
+
+// Typed events on top of express-session's Store, which is an EventEmitter.
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
+export interface ResilientStore {
+	on(event: 'fallback', listener: (error: Error) => void): this;
+	on(event: 'recover', listener: () => void): this;
+	on(event: 'writeback', listener: (result: WriteBackResult) => void): this;
+	on(event: string | symbol, listener: (...args: any[]) => void): this;
+	once(event: 'fallback', listener: (error: Error) => void): this;
+	once(event: 'recover', listener: () => void): this;
+	once(event: 'writeback', listener: (result: WriteBackResult) => void): this;
+	once(event: string | symbol, listener: (...args: any[]) => void): this;
+}
+
+/**
+ * An express-session store that keeps sessions in Redis through connect-redis and
+ * switches to an in-process memorystore when Redis is unreachable or slow, then back
+ * when Redis recovers.
+ *
+ * It never emits `'disconnect'` (express-session would then drop every session) nor
+ * `'error'`. It emits `'fallback'` (with the error), `'recover'` and `'writeback'`.
+ */
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
+export class ResilientStore extends Store {
+	readonly #config: StoreConfig;
+	readonly #log: OnceLogger;
+	readonly #memory: MemorySide;
+	readonly #journal: OutageJournal;
+	readonly #client: RedisClient | undefined;
+	readonly #ownsClient: boolean;
+	readonly #redis: RedisStore | undefined;
+	readonly #failover: Failover | undefined;
+	/** The marker last seen in Redis; a different or missing one means Redis lost its data. */
+	#epoch: string | undefined;
+	#closed = false;
+
+	constructor(options: ResilientStoreOptions = {}) {
+		super();
+		const config = resolveStoreOptions(options);
+		this.#config = config;
+		this.#log = new OnceLogger(config.logger);
+		this.#memory = new MemorySide(config);
+		this.#journal = new OutageJournal(
+			{ maxTombstones: config.maxTombstones, maxPending: config.memory.max },
+			this.#log,
+		);
+
+		this.#ownsClient = config.client === undefined && config.url !== undefined;
+		this.#client = this.#ownsClient
+			? createOwnedClient({
+					url: config.url!,
+					connectTimeoutMs: Math.max(config.timeoutMs * 4, 1_000),
+					reconnectMaxDelayMs: config.reconnectMaxDelayMs,
+					// The failover records and reports the error; this only keeps it from crashing.
+					onError: () => {},
+				})
+			: config.client;
+
+		if (!this.#client) {
+			if (process.env.NODE_ENV === 'production') {
+				config.logger.warn(
+					'resilient-session: no Redis configured (no `client`, `url` or REDIS_URL): sessions are kept ' +
+						'in this process only and are not shared between instances',
+				);
+			}
+
+			return;
+		}
+
+		const client = this.#client;
+		this.#redis = new RedisStore({
+			client,
+			prefix: config.prefix,
+			ttl: config.ttl,
+			disableTTL: config.disableTTL,
+			disableTouch: config.disableTouch,
+			serializer: config.serializer,
+			scanCount: config.scanCount,
+		});
+		this.#failover = new Failover({
+			client,
+			timeoutMs: config.timeoutMs,
+			probeIntervalMs: config.probeIntervalMs,
+			recoverAfterProbes: config.recoverAfterProbes,
+			minFallbackMs: config.minFallbackMs,
+			log: this.#log,
+			resetConnection: this.#ownsClient ? () => this.#resetConnection() : undefined,
+		});
+		this.#failover.on('fallback', (error) => {
+			this.#journal.forgetWarnings();
+			this.emit('fallback', error);
+		});
+		this.#failover.on('recover', () => this.emit('recover'));
+		this.#failover.addRecoveryStep({
+			flush: () => this.#writeBack(),
+			pending: () => !this.#journal.isEmpty,
+		});
+		this.#learnEpoch();
+	}
+
+	/** Where operations go right now: `'redis'` or `'memory'`. */
+	get backend(): Backend {
+		return this.#failover?.backend ?? 'memory';
+	}
+
+	/**
+	 * The failover decision this store's Redis is guarded by, shared with the rate limit
+	 * and login guard built on this store. `undefined` on a memory-only store.
+	 * @internal
+	 */
+	get failover(): Failover | undefined {
+		return this.#failover;
+	}
+
+	/** The Redis client (`undefined` on a memory-only store). @internal */
+	get client(): RedisClient | undefined {
+		return this.#client;
+	}
+
+	/**
+	 * Called by express-session when a request's session was found in the store; marks
+	 * the request so that the rate limit can tell a stored session from a new one.
+	 */
+	override createSession(...args: Parameters<Store['createSession']>): ReturnType<Store['createSession']> {
+		const [req] = args;
+		if (req.sessionID) markLoaded(req, req.sessionID);
+		return super.createSession(...args);
+	}
+
+	/** A snapshot of the store's state. */
+	stats(): StoreStats {
+		return {
+			backend: this.backend,
+			since: this.#failover?.since ?? new Date(0),
+			failovers: this.#failover?.failovers ?? 0,
+			lastError: this.#failover?.lastError,
+			pendingWriteBack: this.#journal.pending + this.#journal.tombstones,
+			tombstones: this.#journal.tombstones,
+			memorySessions: this.#memory.size,
+			redisLatencyMs: this.#failover?.latencyMs,
+		};
+	}
+
+	/** Reads a session: `null` if there is none. */
+	get(sid: string, callback?: Callback<SessionData | null>): Promise<SessionData | null | undefined> {
+		return settle(this.#get(sid), callback);
+	}
+
+	/** Creates or replaces a session. */
+	set(sid: string, session: SessionData, callback?: Callback<void>): Promise<void> {
+		return settle(this.#set(sid, session), callback);
+	}
+
+	/** Extends a session's time to live. */
+	override touch(sid: string, session: SessionData, callback?: Callback<void>): Promise<void> {
+		return settle(this.#touch(sid, session), callback);
+	}
+
+	/** Destroys a session. Destroyed during an outage, it stays destroyed after it. */
+	destroy(sid: string, callback?: Callback<void>): Promise<void> {
+		return settle(this.#destroy(sid), callback);
+	}
+
+	/** Every session, each with its `id`. During an outage: those held by this instance. */
+	override all(callback?: Callback<SessionWithId[]>): Promise<SessionWithId[] | undefined> {
+		return settle(this.#bulk('all', () => this.#redis!.all(), () => this.#memory.all()), callback) as Promise<
+			SessionWithId[] | undefined
+		>;
+	}
+
+	/** Every session id. During an outage: those held by this instance. */
+	ids(callback?: Callback<string[]>): Promise<string[] | undefined> {
+		return settle(this.#bulk('ids', () => this.#redis!.ids(), () => this.#memory.ids()), callback);
+	}
+
+	/** How many sessions there are. During an outage: those held by this instance. */
+	override length(callback?: Callback<number>): Promise<number | undefined> {
+		return settle(this.#bulk('length', () => this.#redis!.length(), () => this.#memory.length()), callback);
+	}
+
+	/** Destroys every session. During an outage, Redis is cleared when it returns. */
+	override clear(callback?: Callback<void>): Promise<void> {
+		return settle(this.#clear(), callback);
+	}
+
+	/**
+	 * Stops every timer and closes the client the store created (not one passed as
+	 * `client`). Afterwards every method rejects with `ERR_RESILIENT_CLOSED`.
+	 */
+	async close(): Promise<void> {
+		if (this.#closed) return;
+		this.#closed = true;
+		this.#failover?.close();
+		this.#memory.close();
+		const client = this.#client;
+		if (!this.#ownsClient || !client?.isOpen) return;
+		if (client.isReady) {
+			await withDeadline(client.close() as Promise<void>, this.#config.timeoutMs, 'close').catch(() =>
+				client.destroy(),
+			);
+		} else {
+			client.destroy();
+		}
+	}
+
+	async #get(sid: string): Promise<SessionData | null> {
+		const fromRedis = await this.#attempt<SessionData | null>('get', 'GET', () => this.#redis!.get(sid));
+		if (!fromRedis.served) return this.#memory.get(sid);
+		// Keep the memory side warm, and never let it serve a session Redis no longer has.
+		if (fromRedis.value) this.#memory.set(sid, fromRedis.value);
+		else this.#memory.destroy(sid);
+		return fromRedis.value ?? null;
+	}
+
+	async #set(sid: string, session: SessionData): Promise<void> {
+		this.#assertOpen('set');
+		// A request still in flight when its session was destroyed (a logout on another
+		// tab) must not bring it back.
+		if (this.#journal.isDestroyed(sid)) return;
+		this.#memory.set(sid, session);
+		const result = await this.#attempt('set', 'SET', () => this.#redis!.set(sid, session));
+		if (!result.served && this.#redis) this.#journal.written(sid);
+	}
+
+	async #touch(sid: string, session: SessionData): Promise<void> {
+		this.#assertOpen('touch');
+		this.#memory.touch(sid, session);
+		if (this.#config.disableTouch || this.#config.disableTTL) return;
+		const result = await this.#attempt('touch', 'EXPIRE', () => this.#redis!.touch(sid, session));
+		if (!result.served && this.#redis) this.#journal.touched(sid);
+	}
+
+	async #destroy(sid: string): Promise<void> {
+		this.#assertOpen('destroy');
+		this.#memory.destroy(sid);
+		const result = await this.#attempt('destroy', 'DEL', () => this.#redis!.destroy(sid));
+		if (!result.served && this.#redis) this.#journal.destroyed(sid);
+	}
+
+	async #clear(): Promise<void> {
+		this.#assertOpen('clear');
+		this.#memory.clear();
+		const result = await this.#attempt(
+			'clear',
+			'SCAN+DEL',
+			() => this.#redis!.clear(),
+			this.#config.timeoutMs * BULK_DEADLINES,
+		);
+		if (!result.served && this.#redis) this.#journal.clearedAll();
+	}
+
+	async #bulk<T>(method: string, redis: () => Promise<T>, memory: () => Promise<T>): Promise<T> {
+		const result = await this.#attempt(method, 'SCAN', redis, this.#config.timeoutMs * BULK_DEADLINES);
+		return result.served ? result.value : memory();
+	}
+
+	/** Runs `command` on Redis through the failover; `served: false` means "use memory". */
+	#attempt<T>(method: string, operation: string, command: () => Promise<T>, timeoutMs?: number): Promise<Attempt<T>> {
+		this.#assertOpen(method);
+		if (!this.#failover) return Promise.resolve({ served: false });
+		return this.#failover.attempt(operation, command, timeoutMs);
+	}
+
+	#assertOpen(method: string): void {
+		if (this.#closed) throw new StoreClosedError(method);
+	}
+
+	/** A stalled connection keeps TCP open and answers nothing: drop it and connect anew. */
+	#resetConnection(): void {
+		const client = this.#client!;
+		if (this.#closed || !client.isOpen) return;
+		client.destroy();
+		connectInBackground(client);
+	}
+
+	get #epochKey(): string {
+		return `resilient-session:epoch:${this.#config.prefix}`;
+	}
+
+	/** Learns the marker once Redis first answers, so that a later loss of data is noticed. */
+	#learnEpoch(): void {
+		const learn = () => {
+			if (this.#epoch === undefined && !this.#closed) void this.#redisLostData().catch(() => {});
+		};
+
+		if (this.#client!.isReady) learn();
+		else this.#client!.on('ready', learn);
+	}
+
+	/**
+	 * Whether Redis lost its data since this store last saw it (restarted without
+	 * persistence, or flushed): the marker key this store keeps there is gone or replaced.
+	 */
+	async #redisLostData(): Promise<boolean> {
+		const failover = this.#failover!;
+		const client = this.#client!;
+		const fresh = randomUUID();
+		const created = await failover.run('SET NX', () =>
+			client.set(this.#epochKey, fresh, { condition: 'NX' }),
+		);
+		const current = created ? fresh : ((await failover.run('GET', () => client.get(this.#epochKey))) as string);
+		const lost = this.#epoch !== undefined && current !== this.#epoch;
+		this.#epoch = current;
+		return lost;
+	}
+
+	/**
+	 * Brings Redis up to date after an outage, in the order that keeps logouts done:
+	 * restore what Redis lost, destroy, write, touch. Rejects when Redis fails meanwhile;
+	 * the failover then stays on memory and tries again later. Every step is idempotent,
+	 * since a write that failed on a dropped socket may have reached Redis anyway.
+	 */
+	async #writeBack(): Promise<void> {
+		const failover = this.#failover!;
+		const redis = this.#redis!;
+		const journal = this.#journal;
+		const counts = { destroyed: 0, written: 0, touched: 0, restored: 0, lost: 0, failed: 0 };
+
+		if (await this.#redisLostData()) counts.restored = await this.#restore(counts);
+
+		if (journal.cleared) {
+			await failover.run('SCAN+DEL', () => redis.clear(), this.#config.timeoutMs * BULK_DEADLINES);
+			journal.settleClear();
+		}
+
+		await this.#inBatches(journal.tombstoneEntries(), async ([sid, seq]) => {
+			if (await this.#writeOne(counts, 'DEL', () => redis.destroy(sid).then(() => true))) counts.destroyed++;
+			journal.settleTombstone(sid, seq);
+		});
+
+		await this.#inBatches(journal.pendingEntries(), async ([sid, { kind, seq }]) => {
+			const session = await this.#memory.get(sid);
+			if (!session) counts.lost++;
+			else if (kind === 'write') {
+				if (await this.#writeOne(counts, 'SET', () => redis.set(sid, session).then(() => true))) counts.written++;
+			} else {
+				if (await this.#writeOne(counts, 'EXPIRE', () => redis.touch(sid, session).then(() => true))) counts.touched++;
+			}
+
+			journal.settlePending(sid, seq);
+		});
+
+		if (Object.values(counts).some((count) => count > 0)) this.emit('writeback', counts);
+	}
+
+	/** Writes every session held in memory that Redis does not have (`SET NX`). */
+	async #restore(counts: { failed: number }): Promise<number> {
+		const client = this.#client!;
+		const { prefix, serializer, disableTTL } = this.#config;
+		let restored = 0;
+		const sessions = await this.#memory.all();
+		await this.#inBatches(sessions, async (session) => {
+			const { id, ...data } = session;
+			if (this.#journal.isDestroyed(id)) return;
+			const ttl = ttlSeconds(this.#config, data);
+			if (!disableTTL && ttl <= 0) return;
+			// Hand-written because connect-redis has no "set if absent".
+			const written = await this.#writeOne(counts, 'SET NX', () =>
+				client.set(prefix + id, serializer.stringify(data), {
+					condition: 'NX',
+					...(disableTTL ? {} : { expiration: { type: 'EX', value: ttl } }),
+				}),
+			);
+			if (written) restored++;
+		});
+		return restored;
+	}
+
+	/** Runs `write` over `items`, `WRITE_BACK_BATCH` at a time (node-redis pipelines each batch). */
+	async #inBatches<T>(items: T[], write: (item: T) => Promise<void>): Promise<void> {
+		for (let start = 0; start < items.length; start += WRITE_BACK_BATCH) {
+			await Promise.all(items.slice(start, start + WRITE_BACK_BATCH).map(write));
+		}
+	}
+
+	/**
+	 * Runs a write-back command. A reply error (Redis refused this one key) is logged and
+	 * counted, and the item is done with; any other error stops the write-back.
+	 */
+	async #writeOne(counts: { failed: number }, operation: string, command: () => Promise<unknown>): Promise<boolean> {
+		try {
+			return Boolean(await this.#failover!.run(operation, command));
+		} catch (error) {
+			if (!isReplyError(error)) throw error;
+			counts.failed++;
+			this.#log.error('writeback-failed', `resilient-session: Redis refused a write-back: ${(error as Error).message}`);
+			return false;
+		}
+	}
+}

@@ -1,0 +1,30 @@
+// memorystore ships no types; this covers the part of its API the memory side uses.
+declare module 'memorystore' {
+	import type { SessionData, Store } from 'express-session';
+
+	type Callback<T = unknown> = (error: unknown, value?: T) => void;
+
+	interface MemoryStoreOptions {
+		checkPeriod?: number;
+		max?: number;
+		ttl?: number | ((options: unknown, session: SessionData, sid: string) => number);
+		serializer?: { parse(text: string): unknown; stringify(value: unknown): string };
+	}
+
+	interface MemoryStore extends Store {
+		get(sid: string, callback: Callback<SessionData | undefined>): void;
+		set(sid: string, session: SessionData, callback?: Callback): void;
+		touch(sid: string, session: SessionData, callback?: Callback): void;
+		destroy(sid: string, callback?: Callback): void;
+		all(callback: Callback<Record<string, SessionData>>): void;
+		ids(callback: Callback<string[]>): void;
+		length(callback: Callback<number>): void;
+		clear(callback?: Callback): void;
+		stopInterval(): void;
+		/** The LRU cache that holds the sessions. */
+		readonly store: { readonly itemCount: number };
+	}
+
+	const memorystore: (session: { Store: typeof Store }) => new (options?: MemoryStoreOptions) => MemoryStore;
+	export default memorystore;
+}
