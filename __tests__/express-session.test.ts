@@ -1,0 +1,131 @@
+import type { SessionOptions } from 'express-session';
+import request from 'supertest';
+import { createApp } from './helpers/app.js';
+import { RedisServer } from './helpers/redis-server.js';
+import { StoreFactory } from './helpers/stores.js';
+import { TcpProxy } from './helpers/tcp-proxy.js';
+
+let redis: RedisServer;
+let proxy: TcpProxy;
+let stores: StoreFactory;
+
+beforeAll(async () => {
+	redis = await RedisServer.start();
+	proxy = await TcpProxy.start(redis.port);
+	proxy.cut();
+	stores = new StoreFactory(redis, proxy);
+});
+
+afterEach(async () => {
+	await stores.closeAll();
+	if (!redis.running) await redis.restart();
+	await redis.command('FLUSHALL');
+});
+
+afterAll(async () => {
+	await proxy.close();
+	await redis.kill();
+});
+
+const sessionKeys = async () => (await redis.command('KEYS', 'sess:*')) as string[];
+
+const setup = async (options: Partial<SessionOptions> = {}) => {
+	const store = await stores.create('redis');
+	const app = createApp(store, options);
+	return { store, app, agent: request.agent(app) };
+};
+
+const sidOf = (cookie: string | string[] | undefined) => {
+	const header = Array.isArray(cookie) ? cookie[0] : cookie;
+	return header ? /connect\.sid=s:([^.]+)\./.exec(decodeURIComponent(header))![1] : undefined;
+};
+
+describe('express-session on ResilientStore', () => {
+	it('stores nothing for an untouched visitor with saveUninitialized: false', async () => {
+		const { app } = await setup({ saveUninitialized: false });
+		const res = await request(app).get('/whoami').expect(200);
+		expect(res.headers['set-cookie']).toBeUndefined();
+		expect(await sessionKeys()).toEqual([]);
+	});
+
+	it('stores every new session with saveUninitialized: true', async () => {
+		const { app } = await setup({ saveUninitialized: true });
+		const res = await request(app).get('/whoami').expect(200);
+		expect(await sessionKeys()).toEqual([`sess:${sidOf(res.headers['set-cookie'])}`]);
+	});
+
+	it('keeps a session across requests and counts in it', async () => {
+		const { agent } = await setup();
+		await agent.get('/count').expect(200, /"views":1/);
+		const res = await agent.get('/count').expect(200);
+		expect(res.body).toMatchObject({ views: 2, backend: 'redis' });
+		const stored = JSON.parse((await redis.command('GET', `sess:${res.body.id}`)) as string);
+		expect(stored.views).toBe(2);
+	});
+
+	it('touches instead of saving an unchanged session with resave: false', async () => {
+		const { agent, store } = await setup({ resave: false, cookie: { maxAge: 3_600_000 } });
+		const { body } = await agent.get('/count').expect(200);
+		await redis.command('EXPIRE', `sess:${body.id}`, '100');
+		const set = jest.spyOn(store, 'set');
+		const touch = jest.spyOn(store, 'touch');
+		await agent.get('/whoami').expect(200);
+		expect(set).not.toHaveBeenCalled();
+		expect(touch).toHaveBeenCalledTimes(1);
+		expect(Number(await redis.command('TTL', `sess:${body.id}`))).toBeGreaterThan(3590);
+	});
+
+	it('saves an unchanged session again with resave: true', async () => {
+		const { agent, store } = await setup({ resave: true });
+		await agent.get('/count').expect(200);
+		const set = jest.spyOn(store, 'set');
+		await agent.get('/whoami').expect(200);
+		expect(set).toHaveBeenCalledTimes(1);
+	});
+
+	it('sends the cookie again on every response with rolling: true', async () => {
+		const { agent } = await setup({ rolling: true, cookie: { maxAge: 60_000 } });
+		await agent.get('/count').expect(200);
+		const res = await agent.get('/whoami').expect(200);
+		expect(res.headers['set-cookie']).toBeDefined();
+	});
+
+	it('regenerates the session on login: the old id is gone from Redis', async () => {
+		const { agent } = await setup();
+		const before = (await agent.get('/count').expect(200)).body.id;
+		const after = (await agent.post('/login?user=alice').expect(200)).body.id;
+		expect(after).not.toBe(before);
+		expect(await sessionKeys()).toEqual([`sess:${after}`]);
+		expect((await agent.get('/whoami').expect(200)).body.user).toBe('alice');
+	});
+
+	it('destroys the session on logout: the old cookie is no longer logged in', async () => {
+		const { agent, app } = await setup();
+		const res = await agent.post('/login?user=bob').expect(200);
+		const cookie = res.headers['set-cookie'] as unknown as string[];
+		await agent.post('/logout').expect(200);
+		expect(await sessionKeys()).toEqual([]);
+		expect((await request(app).get('/whoami').set('Cookie', cookie).expect(200)).body.user).toBeNull();
+	});
+
+	it('keeps answering 200 within the deadline when Redis is killed mid-test', async () => {
+		const { agent, store } = await setup();
+		await agent.post('/login?user=carol').expect(200);
+		await agent.get('/count').expect(200);
+		await redis.kill();
+		const took: number[] = [];
+		const timed = async <T>(step: () => Promise<T>) => {
+			const started = Date.now();
+			const result = await step();
+			took.push(Date.now() - started);
+			return result;
+		};
+		const res = await timed(() => agent.get('/count').expect(200));
+		expect(res.body).toMatchObject({ views: 2, backend: 'memory' });
+		await timed(() => agent.get('/whoami').expect(200, /"user":"carol"/));
+		await timed(() => agent.post('/login?user=dave').expect(200));
+		expect(store.backend).toBe('memory');
+		// The deadline of these stores is 200 ms.
+		expect(Math.max(...took)).toBeLessThan(200 + 100);
+	});
+});

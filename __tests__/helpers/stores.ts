@@ -1,0 +1,63 @@
+import { ResilientStore, type ResilientStoreOptions, silentLogger } from '../../lib/index.js';
+import type { RedisServer } from './redis-server.js';
+import type { TcpProxy } from './tcp-proxy.js';
+
+/** The modes every store behaviour must hold in. */
+export type StoreMode = 'redis' | 'memory-only' | 'fallen-back';
+
+/** Store options that make failover quick to observe in tests. */
+export const fastFailover = { timeoutMs: 200, probeIntervalMs: 50, minFallbackMs: 200, recoverAfterProbes: 2 } as const;
+
+/**
+ * Creates stores and closes every one of them after the test file.
+ * - `redis`: on the file's own redis-server,
+ * - `memory-only`: no Redis configured at all,
+ * - `fallen-back`: pointed at a proxy whose link is cut, so it has fallen back to memory.
+ */
+export class StoreFactory {
+	readonly #stores: ResilientStore[] = [];
+
+	constructor(
+		readonly redis: RedisServer,
+		readonly cutProxy: TcpProxy,
+	) {}
+
+	async create(mode: StoreMode, options: ResilientStoreOptions = {}): Promise<ResilientStore> {
+		const base = { logger: silentLogger, ...fastFailover, ...options };
+		const store =
+			mode === 'redis'
+				? new ResilientStore({ url: this.redis.url, ...base })
+				: mode === 'fallen-back'
+					? new ResilientStore({ url: this.cutProxy.url, ...base })
+					: new ResilientStore(base);
+		this.#stores.push(store);
+		if (mode === 'fallen-back') {
+			await store.get('trip-the-fallback');
+			if (store.backend !== 'memory') throw new Error('the store did not fall back');
+		}
+
+		return store;
+	}
+
+	/** Tracks a store created elsewhere, to be closed with the others. */
+	track(store: ResilientStore): ResilientStore {
+		this.#stores.push(store);
+		return store;
+	}
+
+	async closeAll(): Promise<void> {
+		await Promise.all(this.#stores.splice(0).map((store) => store.close()));
+	}
+}
+
+export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Resolves with the first `event` of `store`, or rejects after `ms`. */
+export const nextEvent = <T = unknown>(store: ResilientStore, event: string, ms = 10_000): Promise<T> =>
+	new Promise((resolve, reject) => {
+		const timer = setTimeout(() => reject(new Error(`no '${event}' within ${ms} ms`)), ms);
+		store.once(event, (value: T) => {
+			clearTimeout(timer);
+			resolve(value);
+		});
+	});

@@ -1,0 +1,154 @@
+import type { SessionData } from 'express-session';
+import { promisify } from 'node:util';
+import type { ResilientStore } from '../lib/index.js';
+import { newSid, sessionData } from './helpers/app.js';
+import { RedisServer } from './helpers/redis-server.js';
+import { sleep, StoreFactory, type StoreMode } from './helpers/stores.js';
+import { TcpProxy } from './helpers/tcp-proxy.js';
+
+let redis: RedisServer;
+let cutProxy: TcpProxy;
+let stores: StoreFactory;
+
+beforeAll(async () => {
+	delete process.env.REDIS_URL;
+	redis = await RedisServer.start();
+	cutProxy = await TcpProxy.start(redis.port);
+	cutProxy.cut();
+	stores = new StoreFactory(redis, cutProxy);
+});
+
+afterEach(() => stores.closeAll());
+
+afterAll(async () => {
+	await cutProxy.close();
+	await redis.kill();
+});
+
+const data = (seconds = 60, extra: Record<string, unknown> = {}) => sessionData(seconds, extra) as unknown as SessionData;
+
+/** Past a time to live of `seconds`, with a margin for Redis's and the LRU's clocks. */
+const outlive = (seconds: number) => sleep(seconds * 1000 + 600);
+
+describe.each<StoreMode>(['redis', 'memory-only', 'fallen-back'])('the store contract (%s)', (mode) => {
+	let store: ResilientStore;
+
+	beforeEach(async () => {
+		store = await stores.create(mode);
+	});
+
+	it('serves from the backend its mode implies', () => {
+		expect(store.backend).toBe(mode === 'redis' ? 'redis' : 'memory');
+	});
+
+	it('answers null for a session it does not have', async () => {
+		expect(await store.get(newSid())).toBeNull();
+	});
+
+	it('reads back the session it stored', async () => {
+		const sid = newSid();
+		await store.set(sid, data(60, { user: 'alice', views: 3 }));
+		expect(await store.get(sid)).toMatchObject({ user: 'alice', views: 3, cookie: { originalMaxAge: 60_000 } });
+	});
+
+	it('calls the express-session callback as well as returning a promise', async () => {
+		const sid = newSid();
+		await promisify<string, SessionData, void>((s, d, cb) => store.set(s, d, cb))(sid, data(60, { user: 'bob' }));
+		const got = await promisify<string, SessionData | null | undefined>((s, cb) => store.get(s, cb))(sid);
+		expect(got).toMatchObject({ user: 'bob' });
+		const callback = jest.fn();
+		await store.destroy(sid, callback);
+		expect(callback).toHaveBeenCalledWith(null, undefined);
+	});
+
+	it('destroys a session', async () => {
+		const sid = newSid();
+		await store.set(sid, data());
+		await store.destroy(sid);
+		expect(await store.get(sid)).toBeNull();
+	});
+
+	it('lists sessions with all(), ids() and length(), and clear() empties it', async () => {
+		await store.clear();
+		const [a, b] = [newSid(), newSid()];
+		await store.set(a, data(60, { user: 'a' }));
+		await store.set(b, data(60, { user: 'b' }));
+		expect((await store.ids())!.sort()).toEqual([a, b].sort());
+		expect(await store.length()).toBe(2);
+		const all = await store.all();
+		expect(Array.isArray(all)).toBe(true);
+		expect(all!.map((s) => [s.id, s.user]).sort()).toEqual([
+			[a, 'a'],
+			[b, 'b'],
+		].sort());
+		await store.clear();
+		expect(await store.length()).toBe(0);
+		expect(await store.get(a)).toBeNull();
+	});
+
+	it('expires a session when its cookie expires', async () => {
+		const sid = newSid();
+		await store.set(sid, data(1));
+		expect(await store.get(sid)).not.toBeNull();
+		await outlive(1);
+		expect(await store.get(sid)).toBeNull();
+	});
+
+	it('deletes a session whose cookie has already expired', async () => {
+		const sid = newSid();
+		await store.set(sid, data(60));
+		await store.set(sid, data(-5));
+		expect(await store.get(sid)).toBeNull();
+	});
+
+	it('extends the time to live on touch', async () => {
+		const sid = newSid();
+		await store.set(sid, data(1, { user: 'carol' }));
+		await store.touch(sid, data(60));
+		await outlive(1);
+		expect(await store.get(sid)).toMatchObject({ user: 'carol' });
+	});
+
+	describe('with options', () => {
+		it('takes ttl as a function of the session', async () => {
+			const ttl = jest.fn(() => 1);
+			const custom = await stores.create(mode, { ttl });
+			const sid = newSid();
+			// No cookie expiry: only the function can give a time to live.
+			await custom.set(sid, { cookie: { originalMaxAge: null } } as unknown as SessionData);
+			expect(ttl).toHaveBeenCalled();
+			expect(await custom.get(sid)).not.toBeNull();
+			await outlive(1);
+			expect(await custom.get(sid)).toBeNull();
+		});
+
+		it('keeps the original time to live with disableTouch', async () => {
+			const custom = await stores.create(mode, { disableTouch: true });
+			const sid = newSid();
+			await custom.set(sid, data(1));
+			await custom.touch(sid, data(60));
+			await outlive(1);
+			expect(await custom.get(sid)).toBeNull();
+		});
+
+		it('keeps sessions past their cookie expiry with disableTTL', async () => {
+			const custom = await stores.create(mode, { disableTTL: true });
+			const sid = newSid();
+			await custom.set(sid, data(1, { user: 'dave' }));
+			await outlive(1);
+			expect(await custom.get(sid)).toMatchObject({ user: 'dave' });
+		});
+
+		it('writes and reads through a custom serializer', async () => {
+			const serializer = {
+				stringify: (s: SessionData) => `v1:${JSON.stringify(s)}`,
+				parse: (text: string) => JSON.parse(text.slice(3)) as SessionData,
+			};
+			const custom = await stores.create(mode, { serializer, prefix: 'custom:' });
+			const sid = newSid();
+			await custom.set(sid, data(60, { user: 'erin' }));
+			expect(await custom.get(sid)).toMatchObject({ user: 'erin' });
+			if (mode === 'redis') expect(await redis.command('GET', `custom:${sid}`)).toMatch(/^v1:\{/);
+		});
+	});
+});
