@@ -1,0 +1,44 @@
+import { createHash } from 'node:crypto';
+import type { RedisClient } from './redis-client.js';
+
+/** An argument of a script; numbers are sent as their decimal text. */
+export type ScriptArgument = string | number;
+
+/** Whether `error` is Redis saying it does not know the script (`NOSCRIPT`). */
+export const isNoScriptError = (error: unknown): boolean =>
+	typeof (error as Error)?.message === 'string' && (error as Error).message.startsWith('NOSCRIPT');
+
+/**
+ * A Lua script that runs through any node-redis client: a standalone client, a cluster
+ * or a sentinel, redis v5 or v6 (they share `evalSha(sha, { keys, arguments })`).
+ *
+ * - It is sent by its SHA1 (`EVALSHA`), so the script text crosses the wire only once
+ *   per server.
+ * - Redis forgets scripts when it restarts and on `SCRIPT FLUSH`, and answers `NOSCRIPT`.
+ *   The script is then sent whole with `EVAL`, which runs it and caches it again, in the
+ *   same round trip. `SCRIPT LOAD` would need one more, and on a cluster it carries no
+ *   key, so it would load the script on a random node rather than the one that needs it.
+ * - Every key the script touches must be passed in `keys`. A cluster routes the command
+ *   by the first key, so all keys must hash to the same slot: give them one hash tag
+ *   (`{...}`).
+ */
+export class RedisScript {
+	readonly source: string;
+	readonly sha1: string;
+
+	constructor(source: string) {
+		this.source = source;
+		this.sha1 = createHash('sha1').update(source).digest('hex');
+	}
+
+	/** Runs the script on `client`. Rejects with the client's error for anything but `NOSCRIPT`. */
+	async run(client: RedisClient, keys: readonly string[], args: readonly ScriptArgument[] = []): Promise<unknown> {
+		const options = { keys: [...keys], arguments: args.map(String) };
+		try {
+			return await client.evalSha(this.sha1, options);
+		} catch (error) {
+			if (!isNoScriptError(error)) throw error;
+			return client.eval(this.source, options);
+		}
+	}
+}
