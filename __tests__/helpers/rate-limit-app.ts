@@ -1,0 +1,94 @@
+import { once } from 'node:events';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import express, { type RequestHandler } from 'express';
+import session, { type SessionOptions } from 'express-session';
+import type { RateLimitInfo } from 'express-rate-limit';
+import request from 'supertest';
+import type { ResilientStore } from '../../lib/index.js';
+
+declare module 'express-session' {
+	interface SessionData {
+		member?: string;
+	}
+}
+
+/**
+ * A real Express app with a rate limit mounted after express-session:
+ * - `POST /login` and `POST /logout`, before the limit (never counted),
+ * - `GET /api`, behind the limit: says which key it was counted under, and where.
+ * With `sessionOptions` `false`, there is no session() at all (a misconfigured app).
+ */
+export const createLimitedApp = (
+	store: ResilientStore,
+	limiter: RequestHandler,
+	sessionOptions: Partial<SessionOptions> | false = {},
+) => {
+	const app = express();
+	if (sessionOptions) {
+		app.use(session({ store, secret: 'test secret', resave: false, saveUninitialized: false, ...sessionOptions }));
+	}
+
+	app.post('/login', (req, res, next) => {
+		req.session.regenerate((error) => {
+			if (error) return next(error);
+			req.session.member = 'ann';
+			res.json({ id: req.sessionID });
+		});
+	});
+	app.post('/logout', (req, res, next) => {
+		req.session.destroy((error) => (error ? next(error) : res.json({ ok: true })));
+	});
+	app.use(limiter);
+	app.get('/api', (req, res) => {
+		// No count for a skipped request.
+		const info = (req as unknown as { rateLimit?: RateLimitInfo }).rateLimit;
+		res.json({ key: info?.key, used: info?.used, limit: info?.limit, backend: store.backend });
+	});
+	return app;
+};
+
+/** Serves `app` on a free port until {@link close}. */
+export const listen = async (app: express.Express) => {
+	const server: Server = app.listen(0, '127.0.0.1');
+	await once(server, 'listening');
+	const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+	const close = () =>
+		new Promise<void>((resolve) => {
+			server.closeAllConnections();
+			server.close(() => resolve());
+		});
+	return { url, close };
+};
+
+/** Logs in on `url`: the cookie of a session that is now in the store, and its id. */
+export const login = async (url: string) => {
+	const res = await request(url).post('/login').expect(200);
+	const cookie = (res.headers['set-cookie'] as unknown as string[])[0]!.split(';')[0]!;
+	return { cookie, id: res.body.id as string };
+};
+
+/** `GET /api` on `url`, with `cookie` if given. */
+export const callApi = (url: string, cookie?: string) => {
+	const call = request(url).get('/api');
+	return cookie ? call.set('Cookie', cookie) : call;
+};
+
+/** A logger that keeps what it is given, to assert on. */
+export const recordingLogger = () => {
+	const warnings: string[] = [];
+	const errors: string[] = [];
+	return {
+		warnings,
+		errors,
+		warn: (message: string) => void warnings.push(message),
+		error: (message: string) => void errors.push(message),
+	};
+};
+
+/** Parses `INFO commandstats` into calls per command name (lower case). */
+export const commandCalls = (info: string): Record<string, number> => {
+	const calls: Record<string, number> = {};
+	for (const match of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) calls[match[1]!] = Number(match[2]);
+	return calls;
+};

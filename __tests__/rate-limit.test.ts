@@ -1,0 +1,499 @@
+import { createHash } from 'node:crypto';
+import { type EventEmitter, once } from 'node:events';
+import request from 'supertest';
+import { ResilientStore, type ResilientStoreOptions, silentLogger } from '../lib/index.js';
+import { rateLimit, type RateLimitOptions } from '../lib/rate-limit.js';
+import {
+	callApi,
+	commandCalls,
+	createLimitedApp,
+	listen,
+	login,
+	recordingLogger,
+} from './helpers/rate-limit-app.js';
+import { RedisServer } from './helpers/redis-server.js';
+import { fastFailover, nextEvent } from './helpers/stores.js';
+import { TcpProxy } from './helpers/tcp-proxy.js';
+
+let redis: RedisServer;
+const cleanups: Array<() => unknown> = [];
+
+beforeAll(async () => {
+	redis = await RedisServer.start();
+});
+
+beforeEach(async () => {
+	if (!redis.running) await redis.restart();
+	await redis.command('FLUSHALL');
+	await redis.command('SCRIPT', 'FLUSH');
+});
+
+afterEach(async () => {
+	for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+afterAll(() => redis.kill());
+
+/** A store on the file's redis-server (or on `url`), connected, closed after the test. */
+const newStore = async (options: ResilientStoreOptions = {}) => {
+	const store = new ResilientStore({ url: redis.url, logger: silentLogger, ...fastFailover, ...options });
+	cleanups.push(() => store.close());
+	const client = store.client as unknown as EventEmitter & { isReady: boolean };
+	if (client && !client.isReady) await once(client, 'ready');
+	return store;
+};
+
+/** An app on `store` behind `rateLimit(options)`, served until the end of the test. */
+const serve = async (
+	store: ResilientStore,
+	options: Omit<RateLimitOptions, 'store'> = {},
+	sessionOptions: Parameters<typeof createLimitedApp>[2] = {},
+) => {
+	const app = createLimitedApp(store, rateLimit({ store, logger: silentLogger, ...options }), sessionOptions);
+	const { url, close } = await listen(app);
+	cleanups.push(close);
+	return url;
+};
+
+/** Sends `n` requests one after the other; their statuses. */
+const statuses = async (n: number, call: (i: number) => request.Test) => {
+	const seen: number[] = [];
+	for (let i = 0; i < n; i++) seen.push((await call(i)).status);
+	return seen;
+};
+
+const repeat = <T>(value: T, n: number): T[] => Array.from({ length: n }, () => value);
+
+/** The partition key of the draft-8 headers, as express-rate-limit derives it from a count key. */
+const partitionKey = (key: string) =>
+	Buffer.from(createHash('sha256').update(key).digest('hex').slice(0, 12)).toString('base64');
+
+const redisCount = async (key: string) => Number(await redis.command('GET', key));
+
+describe('rateLimit() sharing one limit', () => {
+	it('shares one limit between two instances on one Redis, exactly', async () => {
+		const [storeA, storeB] = [await newStore(), await newStore()];
+		const urls = [await serve(storeA, { limit: 5 }), await serve(storeB, { limit: 5 })];
+		const { cookie, id } = await login(urls[0]!);
+
+		const seen = await statuses(10, (i) => callApi(urls[i % 2]!, cookie));
+
+		expect(seen).toEqual([...repeat(200, 5), ...repeat(429, 5)]);
+		expect(await redisCount(`rl:sid:${id}`)).toBe(10);
+		expect(Number(await redis.command('PTTL', `rl:sid:${id}`))).toBeGreaterThan(50_000);
+	});
+
+	it('lets exactly `limit` of many concurrent requests through, over two instances', async () => {
+		const [storeA, storeB] = [await newStore(), await newStore()];
+		const urls = [await serve(storeA, { limit: 20 }), await serve(storeB, { limit: 20 })];
+		const { cookie, id } = await login(urls[0]!);
+
+		const responses = await Promise.all(Array.from({ length: 60 }, (_, i) => callApi(urls[i % 2]!, cookie)));
+
+		expect(responses.filter((res) => res.status === 200)).toHaveLength(20);
+		expect(responses.filter((res) => res.status === 429)).toHaveLength(40);
+		expect(responses.find((res) => res.status === 200)!.body.key).toBe(`sid:${id}`);
+		// Every request was counted once, atomically: the counts handed out were 1 to 60.
+		const used = responses.filter((res) => res.status === 200).map((res) => res.body.used as number);
+		expect(used.sort((a, b) => a - b)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+		expect(await redisCount(`rl:sid:${id}`)).toBe(60);
+	});
+});
+
+describe('rateLimit() keys', () => {
+	it('counts requests without a session cookie by client IP, though each makes a new session', async () => {
+		const url = await serve(await newStore(), { limit: 3 }, { saveUninitialized: true });
+
+		const responses = [];
+		for (let i = 0; i < 5; i++) responses.push(await callApi(url));
+
+		expect(responses.map((res) => res.status)).toEqual([200, 200, 200, 429, 429]);
+		expect(responses[0]!.body.key).toBe('ip:127.0.0.1');
+		// Each request did get a brand-new session: dropping the cookie is what a client would try.
+		const cookies = new Set(responses.map((res) => (res.headers['set-cookie'] as unknown as string[])[0]));
+		expect(cookies.size).toBe(5);
+	});
+
+	it('counts a forged or stale session cookie by client IP, apart from the session it names', async () => {
+		const url = await serve(await newStore(), { limit: 2 });
+		const valid = await login(url);
+		const stale = await login(url);
+		await request(url).post('/logout').set('Cookie', stale.cookie).expect(200);
+		const forged = 'connect.sid=s%3Aforged-session-id.not-a-signature';
+
+		const first = await callApi(url, stale.cookie);
+		expect(first.body.key).toBe('ip:127.0.0.1');
+		expect(await statuses(3, (i) => callApi(url, i % 2 ? forged : stale.cookie))).toEqual([200, 429, 429]);
+		// The session they pretend to be is counted on its own.
+		const own = await callApi(url, valid.cookie).expect(200);
+		expect(own.body).toMatchObject({ key: `sid:${valid.id}`, used: 1 });
+	});
+
+	it('groups IPv6 clients by /56 and checks the proxy setup as express-rate-limit does', async () => {
+		const store = await newStore();
+		const logger = recordingLogger();
+		const app = createLimitedApp(store, rateLimit({ store, logger, limit: 2 }));
+		app.set('trust proxy', 'loopback');
+		const { url, close } = await listen(app);
+		cleanups.push(close);
+		const from = (ip: string) => callApi(url).set('X-Forwarded-For', ip);
+
+		expect((await from('2001:db8:abcd:1200::1')).body.key).toBe('ip:2001:db8:abcd:1200::/56');
+		expect((await from('2001:db8:abcd:12ff::2')).status).toBe(200);
+		expect((await from('2001:db8:abcd:1234:5::3')).status).toBe(429);
+		expect((await from('2001:db8:abcd:1300::1')).status).toBe(200);
+		expect(logger.errors).toEqual([]);
+
+		app.set('trust proxy', true);
+		await from('203.0.113.9');
+		await from('203.0.113.10');
+		app.set('trust proxy', false);
+		await from('203.0.113.11');
+		await from('203.0.113.12');
+		expect(logger.errors).toHaveLength(2);
+		expect(logger.errors[0]).toMatch(/'trust proxy' setting is true.*ERR_ERL_PERMISSIVE_TRUST_PROXY/);
+		expect(logger.errors[1]).toMatch(/X-Forwarded-For is set.*ERR_ERL_UNEXPECTED_X_FORWARDED_FOR/);
+	});
+
+	it('counts under keyGenerator when given, honouring skip, statusCode and message', async () => {
+		const url = await serve(await newStore(), {
+			limit: 1,
+			keyGenerator: (req) => String(req.get('x-api-key')),
+			skip: (req) => req.get('x-internal') === 'yes',
+			statusCode: 503,
+			message: { error: 'slow down' },
+		});
+		const as = (key: string) => callApi(url).set('x-api-key', key);
+
+		expect((await as('alpha').expect(200)).body.key).toBe('alpha');
+		await as('alpha').expect(503, { error: 'slow down' });
+		await as('beta').expect(200);
+		await as('alpha').set('x-internal', 'yes').expect(200);
+		expect(await redisCount('rl:alpha')).toBe(2);
+	});
+
+	it('reports a rate limit mounted without session() once, and counts by IP meanwhile', async () => {
+		const store = await newStore();
+		const logger = recordingLogger();
+		const { url, close } = await listen(createLimitedApp(store, rateLimit({ store, logger, limit: 2 }), false));
+		cleanups.push(close);
+
+		expect(await statuses(4, () => callApi(url))).toEqual([200, 200, 429, 429]);
+		expect(logger.errors).toHaveLength(1);
+		expect(logger.errors[0]).toMatch(/no req\.session: mount it after session\(\)/);
+		expect(await redisCount('rl:ip:127.0.0.1')).toBe(4);
+	});
+});
+
+describe('rateLimit() when Redis fails', () => {
+	it('keeps limiting in memory while Redis is down, with no 5xx, then counts in Redis again', async () => {
+		const store = await newStore();
+		const url = await serve(store, { limit: 3 });
+		const { cookie, id } = await login(url);
+		await callApi(url, cookie).expect(200);
+		const fellBack = nextEvent(store, 'fallback');
+
+		await redis.kill();
+		const during = [];
+		for (let i = 0; i < 5; i++) during.push(await callApi(url, cookie));
+		await fellBack;
+
+		// Counting starts afresh in this instance's memory, under the same session.
+		expect(during.map((res) => res.status)).toEqual([200, 200, 200, 429, 429]);
+		expect(during[0]!.body).toMatchObject({ key: `sid:${id}`, used: 1, backend: 'memory' });
+
+		const recovered = nextEvent(store, 'recover');
+		await redis.restart();
+		await recovered;
+		// Redis came back empty (no script, no counts): counting goes on there.
+		const after = [];
+		for (let i = 0; i < 4; i++) after.push(await callApi(url, cookie));
+		expect(after.map((res) => res.status)).toEqual([200, 200, 200, 429]);
+		expect(after[0]!.body).toMatchObject({ key: `sid:${id}`, used: 1, backend: 'redis' });
+		expect(await redisCount(`rl:sid:${id}`)).toBe(4);
+	});
+
+	it('applies limitDuringOutage while on memory, and the headers say so', async () => {
+		const proxy = await TcpProxy.start(redis.port);
+		cleanups.push(() => proxy.close());
+		const store = await newStore({ url: proxy.url });
+		const url = await serve(store, { limit: 5, limitDuringOutage: 2 });
+		const { cookie } = await login(url);
+		const before = await callApi(url, cookie).expect(200);
+		expect(before.headers['ratelimit-policy']).toMatch(/^"5-in-1min"; q=5; w=60;/);
+
+		proxy.cut();
+		const during = await Promise.all([0, 1, 2].map(() => callApi(url, cookie)));
+		expect(store.backend).toBe('memory');
+		expect(during.map((res) => res.status).sort()).toEqual([200, 200, 429]);
+		expect(during[0]!.headers['ratelimit-policy']).toMatch(/^"2-in-1min"; q=2; w=60;/);
+
+		const recovered = nextEvent(store, 'recover');
+		proxy.pass();
+		await recovered;
+		const after = await callApi(url, cookie).expect(200);
+		expect(after.body).toMatchObject({ used: 2, limit: 5, backend: 'redis' });
+	});
+
+	it('answers within the deadline when Redis stalls, counting in memory', async () => {
+		const proxy = await TcpProxy.start(redis.port);
+		cleanups.push(() => proxy.close());
+		const store = await newStore({ url: proxy.url });
+		// No session(): the count is the only Redis command, so its own deadline is what is seen.
+		const limiter = rateLimit({ store, logger: silentLogger, limit: 2, keyGenerator: () => 'stalled' });
+		const { url, close } = await listen(createLimitedApp(store, limiter, false));
+		cleanups.push(close);
+		await callApi(url).expect(200);
+
+		proxy.stall();
+		const started = Date.now();
+		const stalled = await callApi(url).expect(200);
+		expect(Date.now() - started).toBeLessThan(fastFailover.timeoutMs + 150);
+		expect(stalled.body).toMatchObject({ used: 1, backend: 'memory' });
+		await callApi(url).expect(200);
+		await callApi(url).expect(429);
+
+		const recovered = nextEvent(store, 'recover');
+		proxy.pass();
+		await recovered;
+		const after = await callApi(url);
+		expect(after.body.backend).toBe('redis');
+		expect(after.body.used).toBe(await redisCount('rl:stalled'));
+	});
+
+	it('counts in Redis once Redis comes up, for a limit created while it was down', async () => {
+		const proxy = await TcpProxy.start(redis.port);
+		cleanups.push(() => proxy.close());
+		proxy.cut();
+		const store = new ResilientStore({ url: proxy.url, logger: silentLogger, ...fastFailover });
+		cleanups.push(() => store.close());
+		const limiter = rateLimit({ store, logger: silentLogger, limit: 3, keyGenerator: () => 'early' });
+		const { url, close } = await listen(createLimitedApp(store, limiter, false));
+		cleanups.push(close);
+
+		expect((await callApi(url).expect(200)).body).toMatchObject({ used: 1, backend: 'memory' });
+
+		const recovered = nextEvent(store, 'recover');
+		proxy.pass();
+		await recovered;
+		// The scripts could not be loaded at start: they are loaded now, and counts go to Redis.
+		const after = await callApi(url).expect(200);
+		expect(after.body).toMatchObject({ used: 1, backend: 'redis' });
+		expect(await redisCount('rl:early')).toBe(1);
+		expect(store.stats().failovers).toBe(1);
+	});
+
+	it('stays exact across SCRIPT FLUSH, without falling back', async () => {
+		const store = await newStore();
+		const url = await serve(store, { limit: 6 });
+		const { cookie, id } = await login(url);
+		await callApi(url, cookie).expect(200);
+		await callApi(url, cookie).expect(200);
+
+		await redis.command('SCRIPT', 'FLUSH');
+		const responses = await Promise.all(Array.from({ length: 8 }, () => callApi(url, cookie)));
+
+		expect(responses.filter((res) => res.status === 200)).toHaveLength(4);
+		expect(responses.filter((res) => res.status === 429)).toHaveLength(4);
+		expect(await redisCount(`rl:sid:${id}`)).toBe(10);
+		expect(store.stats().failovers).toBe(0);
+		expect(store.backend).toBe('redis');
+	});
+
+	it('counts in memory when Redis refuses a count, and the request still succeeds', async () => {
+		const store = await newStore();
+		const logger = recordingLogger();
+		const limiter = rateLimit({ store, logger, limit: 2, keyGenerator: () => 'taken' });
+		const { url, close } = await listen(createLimitedApp(store, limiter));
+		cleanups.push(close);
+		// Something else owns the key: the count's INCR gets WRONGTYPE.
+		await redis.command('HSET', 'rl:taken', 'owner', 'someone else');
+		await redis.command('PEXPIRE', 'rl:taken', '60000');
+
+		expect(await statuses(3, () => callApi(url))).toEqual([200, 200, 429]);
+		expect(logger.errors).toHaveLength(1);
+		expect(logger.errors[0]).toMatch(/Redis refused a rate limit command, counting in memory: WRONGTYPE/);
+		expect(store.backend).toBe('redis');
+		expect(store.stats().failovers).toBe(0);
+	});
+
+	it('sends one Redis command per counted request', async () => {
+		const store = await newStore();
+		const url = await serve(store, { limit: 5 });
+		const { cookie } = await login(url);
+		await callApi(url, cookie).expect(200);
+		await redis.command('CONFIG', 'RESETSTAT');
+
+		expect(await statuses(10, () => callApi(url, cookie))).toEqual([...repeat(200, 4), ...repeat(429, 6)]);
+
+		const calls = commandCalls((await redis.command('INFO', 'commandstats')) as string);
+		expect(calls.evalsha).toBe(10);
+		expect(calls.eval ?? 0).toBe(0);
+		expect(calls.script ?? 0).toBe(0);
+		// What express-session sends for the same requests (read, and touch on the way out).
+		expect(calls.get).toBe(10);
+	});
+});
+
+describe('rateLimit() counts', () => {
+	it('takes failed requests back with skipFailedRequests, leaving no key that never expires', async () => {
+		const store = await newStore();
+		const limiter = rateLimit({ store, logger: silentLogger, limit: 2, skipFailedRequests: true });
+		const app = createLimitedApp(store, limiter);
+		// A count that expires while its request runs.
+		app.get('/expiring', async (_req, res) => {
+			await redis.command('DEL', 'rl:ip:127.0.0.1');
+			res.status(500).end();
+		});
+		const { url, close } = await listen(app);
+		cleanups.push(close);
+
+		expect(await statuses(4, () => request(url).get('/missing'))).toEqual(repeat(404, 4));
+		// getKey goes after the last decrement on the same connection.
+		expect(await limiter.getKey('ip:127.0.0.1')).toBeUndefined();
+		expect(await redis.command('GET', 'rl:ip:127.0.0.1')).toBe('0');
+
+		await request(url).get('/expiring').expect(500);
+		expect(await limiter.getKey('ip:127.0.0.1')).toBeUndefined();
+		expect(await redis.command('EXISTS', 'rl:ip:127.0.0.1')).toBe(0);
+	});
+
+	it('reads and resets a shared count with getKey and resetKey', async () => {
+		const store = await newStore();
+		const limiter = rateLimit({ store, logger: silentLogger, limit: 2 });
+		const { url, close } = await listen(createLimitedApp(store, limiter));
+		cleanups.push(close);
+		await statuses(3, () => callApi(url));
+
+		const info = await limiter.getKey('ip:127.0.0.1');
+		expect(info?.totalHits).toBe(3);
+		expect(info!.resetTime!.getTime() - Date.now()).toBeGreaterThan(55_000);
+		await limiter.resetKey('ip:127.0.0.1');
+		expect(await limiter.getKey('ip:127.0.0.1')).toBeUndefined();
+		expect((await callApi(url).expect(200)).body.used).toBe(1);
+	});
+});
+
+describe('rateLimit() headers', () => {
+	it('sends draft-8 RateLimit and RateLimit-Policy headers, and Retry-After on a 429', async () => {
+		const url = await serve(await newStore(), { limit: 2 });
+		const { cookie, id } = await login(url);
+		const pk = partitionKey(`sid:${id}`);
+
+		const first = await callApi(url, cookie).expect(200);
+		expect(first.headers['ratelimit-policy']).toBe(`"2-in-1min"; q=2; w=60; pk=:${pk}:`);
+		expect(first.headers.ratelimit).toMatch(/^"2-in-1min"; r=1; t=(59|60)$/);
+		expect(first.headers['retry-after']).toBeUndefined();
+		expect(first.headers['x-ratelimit-limit']).toBeUndefined();
+
+		await callApi(url, cookie).expect(200);
+		const limited = await callApi(url, cookie).expect(429, 'Too many requests, please try again later.');
+		expect(limited.headers.ratelimit).toMatch(/^"2-in-1min"; r=0; t=(59|60)$/);
+		expect(limited.headers['retry-after']).toMatch(/^(59|60)$/);
+	});
+
+	it('sends legacy headers when asked, and Retry-After on a 429 even with every header off', async () => {
+		const store = await newStore();
+		const legacy = await serve(store, { limit: 1, legacyHeaders: true, standardHeaders: false, prefix: 'legacy:' });
+		const bare = await serve(store, {
+			limit: 1,
+			standardHeaders: false,
+			prefix: 'bare:',
+			handler: (_req, res, _next, options) => void res.status(options.statusCode).json({ limited: true }),
+		});
+
+		const ok = await callApi(legacy).expect(200);
+		expect(ok.headers).toMatchObject({ 'x-ratelimit-limit': '1', 'x-ratelimit-remaining': '0' });
+		const reset = Number(ok.headers['x-ratelimit-reset']) - Date.now() / 1000;
+		expect(reset).toBeGreaterThan(58);
+		expect(reset).toBeLessThanOrEqual(61);
+		expect(ok.headers.ratelimit).toBeUndefined();
+		expect((await callApi(legacy).expect(429)).headers['retry-after']).toMatch(/^(59|60)$/);
+
+		await callApi(bare).expect(200);
+		const limited = await callApi(bare).expect(429, { limited: true });
+		expect(limited.headers['retry-after']).toMatch(/^(59|60)$/);
+		expect(limited.headers.ratelimit).toBeUndefined();
+		expect(limited.headers['x-ratelimit-limit']).toBeUndefined();
+	});
+});
+
+describe('rateLimit() options', () => {
+	it('throws a TypeError naming the option for a bad one', async () => {
+		const store = await newStore();
+		const bad: Array<[Record<string, unknown>, RegExp]> = [
+			[{ store: undefined }, /`store` must be the ResilientStore that session\(\) uses; got undefined/],
+			[{ store: {} }, /`store` must be .*; got an object/],
+			[{ windowMs: 0 }, /`windowMs` must be a whole number from 1 to 2147483647; got 0/],
+			[{ windowMs: '1m' }, /`windowMs` must be .*; got "1m"/],
+			[{ windowMs: 2 ** 31 }, /`windowMs` must be a whole number from 1 to 2147483647/],
+			[{ limit: -1 }, /`limit` must be a whole number of at least 0 or a function/],
+			[{ limit: '5' }, /`limit` must be/],
+			[{ limitDuringOutage: 1.5 }, /`limitDuringOutage` must be/],
+			[{ statusCode: 99 }, /`statusCode` must be a whole number from 100 to 599; got 99/],
+			[{ message: 42 }, /`message` must be a string, an object or a function returning one; got 42/],
+			[{ handler: 'reply' }, /`handler` must be a function; got "reply"/],
+			[{ skip: true }, /`skip` must be a function; got true/],
+			[{ keyGenerator: 'ip' }, /`keyGenerator` must be a function/],
+			[{ ipv6Subnet: 128 }, /`ipv6Subnet` must be a whole number from 32 to 64; got 128/],
+			[{ standardHeaders: 'draft-9' }, /`standardHeaders` must be 'draft-8'.*; got "draft-9"/],
+			[{ legacyHeaders: 'yes' }, /`legacyHeaders` must be true or false/],
+			[{ requestPropertyName: '' }, /`requestPropertyName` must be a non-empty string/],
+			[{ prefix: 1 }, /`prefix` must be a string; got 1/],
+			[{ maxMemoryKeys: 0 }, /`maxMemoryKeys` must be a whole number of at least 1/],
+			[{ logger: {} }, /`logger` must be an object with warn\(\) and error\(\)/],
+			[{ max: 10 }, /no option `max` \(use `limit`\)/],
+			[{ windowMS: 1000 }, /no option `windowMS`/],
+		];
+
+		for (const [options, message] of bad) {
+			expect(() => rateLimit({ store, ...options } as unknown as RateLimitOptions)).toThrow(TypeError);
+			expect(() => rateLimit({ store, ...options } as unknown as RateLimitOptions)).toThrow(message);
+		}
+
+		expect(() => rateLimit(undefined as unknown as RateLimitOptions)).toThrow(/`options` must be an object/);
+	});
+
+	it('warns of settings that are legal but do not do what they seem to', async () => {
+		const store = await newStore();
+		const logger = recordingLogger();
+		rateLimit({ store, logger });
+		rateLimit({ store, logger, prefix: 'login:', ipv6Subnet: 64 });
+		expect(logger.warnings).toEqual([]);
+		rateLimit({ store, logger });
+		rateLimit({ store, logger, prefix: 'api:', ipv6Subnet: 64, keyGenerator: () => 'k' });
+		expect(logger.warnings).toHaveLength(2);
+		expect(logger.warnings[0]).toMatch(/share the prefix "rl:"/);
+		expect(logger.warnings[1]).toMatch(/ignores `ipv6Subnet` when `keyGenerator` is given/);
+	});
+
+	it('counts in memory on a store without Redis, holding at most maxMemoryKeys clients', async () => {
+		const url = process.env.REDIS_URL;
+		delete process.env.REDIS_URL;
+		const store = new ResilientStore({ logger: silentLogger });
+		if (url !== undefined) process.env.REDIS_URL = url;
+		cleanups.push(() => store.close());
+		const logger = recordingLogger();
+		// limitDuringOutage does not apply: a store without Redis is never in an outage.
+		const limiter = rateLimit({
+			store,
+			logger,
+			limit: 1,
+			limitDuringOutage: 0,
+			maxMemoryKeys: 3,
+			keyGenerator: (req) => String(req.get('x-client')),
+		});
+		const served = await listen(createLimitedApp(store, limiter));
+		cleanups.push(served.close);
+		const as = (client: string) => callApi(served.url).set('x-client', client);
+
+		expect(await statuses(4, (i) => as('abca'[i]!))).toEqual([200, 200, 200, 429]);
+		expect(logger.warnings).toEqual([]);
+		// A fourth client makes room by dropping the least recently seen count: a's.
+		await as('d').expect(200);
+		await as('a').expect(200);
+		await as('c').expect(429);
+		expect(logger.warnings).toHaveLength(1);
+		expect(logger.warnings[0]).toMatch(/counts 3 clients in memory \(`maxMemoryKeys`\)/);
+	});
+});
