@@ -19,6 +19,7 @@ import type { Attempt, Failover } from './failover.js';
 import { type Logger, OnceLogger } from './logger.js';
 import { checkBoolean, checkInteger, checkLogger, describe } from './options.js';
 import { isCluster, isReplyError, type RedisClient } from './redis-client.js';
+import { RedisScript } from './redis-script.js';
 import { storedSessionId } from './request-session.js';
 import { ResilientStore } from './store.js';
 
@@ -383,7 +384,9 @@ const NO_SCRIPT = '0'.repeat(40);
  * creates a key without expiry, at -1, when the count expired meanwhile (or was made in
  * memory during an outage); such a key would never go away.
  */
-const DECREMENT_SCRIPT = "if redis.call('PTTL', KEYS[1]) > 0 then return redis.call('DECR', KEYS[1]) end return 0";
+const decrementScript = new RedisScript(
+	"if redis.call('PTTL', KEYS[1]) > 0 then return redis.call('DECR', KEYS[1]) end return 0",
+);
 
 type SendCommand = (details: SendCommandClusterDetails) => Promise<RedisReply>;
 
@@ -412,10 +415,12 @@ const commandSender = (client: RedisClient): SendCommand => {
  * hash tag, and spread over every slot.
  */
 class RedisCounts extends RedisStore {
+	readonly #client: RedisClient;
 	readonly #failover: Failover;
 
 	constructor(client: RedisClient, failover: Failover, prefix: string) {
 		super({ sendCommandCluster: commandSender(client), prefix });
+		this.#client = client;
 		this.#failover = failover;
 	}
 
@@ -428,8 +433,7 @@ class RedisCounts extends RedisStore {
 	}
 
 	override async decrement(key: string): Promise<void> {
-		const prefixed = this.prefixKey(key);
-		await this.sendCommand({ key: prefixed, isReadOnly: false, command: ['EVAL', DECREMENT_SCRIPT, '1', prefixed] });
+		await decrementScript.run(this.#client, [this.prefixKey(key)]);
 	}
 
 	async #load(load: () => Promise<string>): Promise<string> {
@@ -520,7 +524,7 @@ class FailoverCounts implements CounterStore {
 	}
 
 	async decrement(key: string): Promise<void> {
-		const counted = await this.#attempt('EVAL', (redis) => redis.decrement(key));
+		const counted = await this.#attempt('EVALSHA', (redis) => redis.decrement(key));
 		if (!counted.served) await this.#memory.decrement(key);
 	}
 
