@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { isIP } from 'node:net';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { ipKeyGenerator } from 'express-rate-limit';
-import type { Failover } from './failover.js';
+import type { Attempt, Failover } from './failover.js';
 import { type Logger, OnceLogger } from './logger.js';
 import { checkInteger, checkLogger, describe } from './options.js';
 import { isReplyError, type RedisClient } from './redis-client.js';
@@ -271,7 +271,9 @@ const resolveLoginGuardOptions = (options: LoginGuardOptions): LoginGuardConfig 
 	}
 
 	const memory = options.memory ?? {};
-	if (memory === null || typeof memory !== 'object' || Array.isArray(memory)) invalid('memory', 'an object', memory);
+	if (memory === null || typeof memory !== 'object' || Array.isArray(memory)) {
+		invalid('memory', 'an object', memory);
+	}
 
 	const config: LoginGuardConfig = Object.freeze({
 		store: options.store,
@@ -374,7 +376,8 @@ end
  * username failures, username window left in ms }.
  */
 const CHECK_USERNAME = new RedisScript(`${LUA_PRELUDE}
-local free, base, factor, ceiling, keep = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local free, base, factor = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local ceiling, keep = tonumber(ARGV[4]), tonumber(ARGV[5])
 local limit, window = tonumber(ARGV[6]), tonumber(ARGV[7])
 local pair = redis.call('HMGET', KEYS[1], 'n', 't')
 local n, t = tonumber(pair[1]) or 0, tonumber(pair[2]) or 0
@@ -462,7 +465,8 @@ return 1
  * not hand out a fresh allowance.
  */
 const MERGE_PAIR = new RedisScript(`${LUA_PRELUDE}
-local free, base, factor, ceiling, keep = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local free, base, factor = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local ceiling, keep = tonumber(ARGV[8]), tonumber(ARGV[9])
 if ARGV[1] == '1' then redis.call('DEL', KEYS[1]) end
 local pair = redis.call('HMGET', KEYS[1], 'n', 't')
 local n, t = tonumber(pair[1]) or 0, tonumber(pair[2]) or 0
@@ -536,10 +540,21 @@ interface Change {
 const mergeChanges = (older: Change, newer: Change): Change =>
 	newer.reset
 		? newer
-		: { kind: newer.kind, reset: older.reset, added: older.added + newer.added, at: Math.max(older.at, newer.at) };
+		: {
+				kind: newer.kind,
+				reset: older.reset,
+				added: older.added + newer.added,
+				at: Math.max(older.at, newer.at),
+			};
 
 /** Entries looked at, oldest first, to find one that may be evicted. */
 const EVICTION_SCAN = 64;
+
+/**
+ * `Retry-After` of an attempt refused because memory is full: room comes back as
+ * counts expire or are reset, or when the store returns to Redis.
+ */
+const MEMORY_FULL_RETRY_MS = 1_000;
 
 /** A check's answer for one hash tag. */
 interface Side {
@@ -584,7 +599,8 @@ class MemoryCounts {
 		const pair = this.#read(keys.pair, now);
 		const username = this.#read(keys.username, now);
 		const wait = Math.max(this.#lockedFor(pair, now), this.#lockedFor(username, now));
-		const room = wait > 0 ? 0 : this.#makeRoom(Number(!pair) + Number(!username), now, true);
+		const needed = Number(!pair) + Number(!username);
+		const room = wait > 0 ? 0 : this.#makeRoom(needed, now, [keys.pair, keys.username]);
 		if (wait > 0 || room > 0) {
 			return {
 				admitted: false,
@@ -613,7 +629,7 @@ class MemoryCounts {
 	checkIp(keys: LoginKeys, now: number, journal: boolean): IpSide {
 		const ip = this.#read(keys.ip, now);
 		const wait = this.#lockedFor(ip, now);
-		const room = wait > 0 ? 0 : this.#makeRoom(Number(!ip), now, true);
+		const room = wait > 0 ? 0 : this.#makeRoom(Number(!ip), now, [keys.ip]);
 		if (wait > 0 || room > 0) {
 			return {
 				admitted: false,
@@ -648,19 +664,16 @@ class MemoryCounts {
 	}
 
 	/** Keeps a copy of the counts Redis answered with. */
-	mirrorUsername(keys: LoginKeys, now: number, pairFailures: number, sinceLastMs: number, failures: number, leftMs: number): void {
+	mirrorUsername(keys: LoginKeys, now: number, side: UsernameSide, sinceLastMs: number): void {
+		const config = this.#config;
 		const at = now - sinceLastMs;
-		this.#mirror(keys.pair, 'pair', pairFailures, at, at + lockoutFor(this.#config, pairFailures) + this.#config.failureWindowMs, now);
-		this.#mirror(keys.username, 'username', failures, 0, now + leftMs, now);
+		const pairExpiresAt = at + lockoutFor(config, side.pairFailures) + config.failureWindowMs;
+		this.#mirror(keys.pair, 'pair', side.pairFailures, at, pairExpiresAt, now);
+		this.#mirror(keys.username, 'username', side.usernameFailures, 0, now + side.usernameWindowLeftMs, now);
 	}
 
-	mirrorIp(keys: LoginKeys, now: number, failures: number, leftMs: number): void {
-		this.#mirror(keys.ip, 'ip', failures, 0, now + leftMs, now);
-	}
-
-	/** Applies a settlement Redis has done to the copies. */
-	forgetUsername(keys: LoginKeys, settlement: Settlement, now: number): void {
-		this.settleUsername(keys, settlement, now, false);
+	mirrorIp(keys: LoginKeys, now: number, side: IpSide): void {
+		this.#mirror(keys.ip, 'ip', side.ipFailures, 0, now + side.ipWindowLeftMs, now);
 	}
 
 	/** `reset()`: forgets the counts, and journals the reset for Redis when `journal`. */
@@ -675,7 +688,10 @@ class MemoryCounts {
 		// Every username+address count of this username.
 		const pairs = `${keys.username}:ip:`;
 		for (const key of this.#entries.keys()) if (key.startsWith(pairs)) this.#entries.delete(key);
-		for (const [key, change] of this.#journal) if (change.kind === 'pair' && key.startsWith(pairs)) this.#journal.delete(key);
+		for (const [key, change] of this.#journal) {
+			if (change.kind === 'pair' && key.startsWith(pairs)) this.#journal.delete(key);
+		}
+
 		if (journal) this.#record(keys.marker, { kind: 'marker', reset: true, added: 0, at: now });
 	}
 
@@ -724,34 +740,33 @@ class MemoryCounts {
 	}
 
 	/**
-	 * Makes room for `needed` new entries. Expired entries go first, then copies of
-	 * Redis counts. When `strict` (the counts here are the only ones), counts made here
-	 * are never evicted: forgetting them would let an attacker flush the memory to get
-	 * new attempts. Returns 0 when there is room, else how long to refuse the attempt.
+	 * Makes room for `needed` new entries, least recently used first. With `keep` (the
+	 * counts here are the only ones) only expired entries and copies of Redis counts may
+	 * go, never counts made here nor those in `keep`: forgetting a count would let an
+	 * attacker flood the memory to win new attempts. Returns 0 when there is room, else
+	 * how long to refuse the attempt. Without `keep` (copies only), anything may go.
 	 */
-	#makeRoom(needed: number, now: number, strict: boolean): number {
+	#makeRoom(needed: number, now: number, keep?: readonly string[]): number {
 		const max = this.#config.memory.max;
 		while (this.#entries.size + needed > max) {
 			let victim: string | undefined;
-			let soonest = Number.POSITIVE_INFINITY;
 			let scanned = 0;
 			for (const [key, entry] of this.#entries) {
-				if (!strict || !entry.held || entry.expiresAt <= now) {
+				if (!keep || ((!entry.held || entry.expiresAt <= now) && !keep.includes(key))) {
 					victim = key;
 					break;
 				}
 
-				soonest = Math.min(soonest, Math.max(this.#lockedFor(entry, now), 1_000));
 				if (++scanned >= EVICTION_SCAN) break;
 			}
 
 			if (victim === undefined) {
 				this.#log.error(
 					'memory-full',
-					`resilient-session: loginGuard holds ${max} counts in memory during the Redis outage; new ` +
+					`resilient-session: loginGuard holds ${max} counts in memory while Redis is unreachable; new ` +
 						'usernames and addresses are refused until some expire (raise `memory.max`)',
 				);
-				return Number.isFinite(soonest) ? soonest : 1_000;
+				return MEMORY_FULL_RETRY_MS;
 			}
 
 			this.#entries.delete(victim);
@@ -810,7 +825,7 @@ class MemoryCounts {
 		}
 
 		const existing = this.#entries.get(key);
-		if (!existing) this.#makeRoom(1, now, false);
+		if (!existing) this.#makeRoom(1, now);
 		else this.#entries.delete(key);
 		this.#entries.set(key, { kind, count, at, previousAt: existing?.previousAt ?? 0, expiresAt, held: false });
 	}
@@ -823,8 +838,8 @@ class MemoryCounts {
 			this.#journal.delete(oldest);
 			this.#log.error(
 				'journal-full',
-				`resilient-session: loginGuard recorded ${this.#config.memory.max} changes during the Redis outage; ` +
-					'the oldest are dropped and will not reach Redis (raise `memory.max`)',
+				`resilient-session: loginGuard recorded ${this.#config.memory.max} changes while Redis was ` +
+					'unreachable; the oldest are dropped and will not reach Redis (raise `memory.max`)',
 			);
 		}
 
@@ -843,7 +858,9 @@ interface Reservation {
 	readonly byIp: IpSide;
 }
 
-type CheckResult = { readonly admitted: true; readonly reservation: Reservation } | { readonly admitted: false; readonly waitMs: number };
+type CheckResult =
+	| { readonly admitted: true; readonly reservation: Reservation }
+	| { readonly admitted: false; readonly waitMs: number };
 
 /** Changes merged into Redis at a time on recovery (node-redis pipelines each batch). */
 const MERGE_BATCH = 100;
@@ -876,6 +893,15 @@ class LoginCounts {
 		// flush and the switch is merged right after ('recover').
 		failover.addRecoveryStep({ flush: () => this.flush(), pending: () => false });
 		failover.on('recover', () => this.#flushSoon());
+	}
+
+	/** How long a reset marker must live: as long as any username+address count it voids. */
+	get #markerTtlMs(): number {
+		return this.#config.maxLockoutMs + this.#config.failureWindowMs;
+	}
+
+	#windowMs(kind: Kind | 'marker'): number {
+		return kind === 'username' ? this.#config.usernameWindowMs : this.#config.ipWindowMs;
 	}
 
 	async check(username: string, ip: string): Promise<CheckResult> {
@@ -922,7 +948,12 @@ class LoginCounts {
 		}
 
 		if (byIp.ipFailures === config.maxFailuresPerIp) {
-			lockouts.push({ scope: 'ip', failures: byIp.ipFailures, lockoutMs: byIp.ipWindowLeftMs, backend: byIp.where });
+			lockouts.push({
+				scope: 'ip',
+				failures: byIp.ipFailures,
+				lockoutMs: byIp.ipWindowLeftMs,
+				backend: byIp.where,
+			});
 		}
 
 		return lockouts;
@@ -941,7 +972,7 @@ class LoginCounts {
 				failover.attempt('EVALSHA', () =>
 					withIp
 						? client.del([keys.username, keys.pair])
-						: RESET_USERNAME.run(client, [keys.username, keys.marker], [config.maxLockoutMs + config.failureWindowMs]),
+						: RESET_USERNAME.run(client, [keys.username, keys.marker], [this.#markerTtlMs]),
 				),
 				withIp ? failover.attempt('DEL', () => client.del(keys.ip)) : undefined,
 			]);
@@ -993,7 +1024,7 @@ class LoginCounts {
 		return this.#failover!.run('EVALSHA', () => {
 			switch (change.kind) {
 				case 'marker':
-					return MERGE_MARKER.run(client, [key], [now - change.at, config.maxLockoutMs + config.failureWindowMs]);
+					return MERGE_MARKER.run(client, [key], [now - change.at, this.#markerTtlMs]);
 				case 'pair':
 					return MERGE_PAIR.run(client, [key], [
 						Number(change.reset),
@@ -1011,7 +1042,7 @@ class LoginCounts {
 						Number(change.reset),
 						change.added,
 						held?.count ?? 0,
-						held ? held.expiresAt - now : change.kind === 'username' ? config.usernameWindowMs : config.ipWindowMs,
+						held ? held.expiresAt - now : this.#windowMs(change.kind),
 					]);
 			}
 		});
@@ -1038,8 +1069,7 @@ class LoginCounts {
 		const now = Date.now();
 		if (result?.served) {
 			const [admitted, waitMs, pairFailures, sinceLastMs, usernameFailures, leftMs] = numbers(result.value);
-			this.#memory.mirrorUsername(keys, now, pairFailures, sinceLastMs, usernameFailures, leftMs);
-			return {
+			const side: UsernameSide = {
 				admitted: admitted === 1,
 				waitMs,
 				where: 'redis',
@@ -1048,6 +1078,8 @@ class LoginCounts {
 				usernameFailures,
 				usernameWindowLeftMs: leftMs,
 			};
+			this.#memory.mirrorUsername(keys, now, side, sinceLastMs);
+			return side;
 		}
 
 		return this.#memory.checkUsername(keys, now, this.#journaling(result));
@@ -1062,8 +1094,16 @@ class LoginCounts {
 		const now = Date.now();
 		if (result?.served) {
 			const [admitted, waitMs, ipFailures, leftMs] = numbers(result.value);
-			this.#memory.mirrorIp(keys, now, ipFailures, leftMs);
-			return { admitted: admitted === 1, waitMs, where: 'redis', journaled: false, ipFailures, ipWindowLeftMs: leftMs };
+			const side: IpSide = {
+				admitted: admitted === 1,
+				waitMs,
+				where: 'redis',
+				journaled: false,
+				ipFailures,
+				ipWindowLeftMs: leftMs,
+			};
+			this.#memory.mirrorIp(keys, now, side);
+			return side;
 		}
 
 		return this.#memory.checkIp(keys, now, this.#journaling(result));
@@ -1080,8 +1120,8 @@ class LoginCounts {
 		const result = await this.#redis('settle', () =>
 			SETTLE_USERNAME.run(client, [keys.pair, keys.username], [settlement]),
 		);
-		if (result?.served) this.#memory.forgetUsername(keys, settlement, Date.now());
-		else this.#memory.settleUsername(keys, settlement, Date.now(), this.#journaling(result));
+		// Served: the copies follow Redis. Not served: journaled, for Redis to learn on recovery.
+		this.#memory.settleUsername(keys, settlement, Date.now(), !result?.served && this.#journaling(result));
 	}
 
 	async #settleIp(keys: LoginKeys, side: IpSide): Promise<void> {
@@ -1101,14 +1141,14 @@ class LoginCounts {
 	 * Redis, or when Redis answered with an error (logged): counted in memory then, but
 	 * not journaled, since Redis would refuse the merge as well.
 	 */
-	async #redis<T>(operation: string, command: () => Promise<T>): Promise<{ served: boolean; value?: T } | undefined> {
+	async #redis<T>(operation: string, command: () => Promise<T>): Promise<Attempt<T> | undefined> {
 		if (!this.#failover) return undefined;
 		try {
 			return await this.#failover.attempt('EVALSHA', command);
 		} catch (error) {
 			this.#log.error(
 				`${operation}-refused`,
-				`resilient-session: Redis refused a login ${operation}, counting in memory: ${(error as Error).message}`,
+				`resilient-session: Redis refused a login ${operation}, counting in memory: ` + (error as Error).message,
 			);
 			return undefined;
 		}
@@ -1169,7 +1209,10 @@ export const loginGuard = (options: LoginGuardOptions): LoginGuard => {
 		const source = config.username;
 		let raw: unknown;
 		if (typeof source === 'function') raw = source(req);
-		else if (req.body !== null && typeof req.body === 'object') raw = (req.body as Record<string, unknown>)[source];
+		else if (req.body !== null && typeof req.body === 'object') {
+			raw = (req.body as Record<string, unknown>)[source];
+		}
+
 		if (typeof raw !== 'string') return undefined;
 		const username = normalizeUsername(raw);
 		return username === '' ? undefined : username;
@@ -1180,7 +1223,10 @@ export const loginGuard = (options: LoginGuardOptions): LoginGuard => {
 		if (!onLockout) return;
 		for (const lockout of counts.lockouts(reservation)) {
 			const report = (error: unknown) =>
-				config.logger.error(`resilient-session: loginGuard onLockout failed: ${(error as Error)?.message ?? error}`, error);
+				config.logger.error(
+					`resilient-session: loginGuard onLockout failed: ${(error as Error)?.message ?? error}`,
+					error,
+				);
 			try {
 				const returned = onLockout({ ...lockout, username: attempt.username, ip: attempt.ip }, req);
 				if (returned && typeof returned.then === 'function') returned.then(undefined, report);
@@ -1209,7 +1255,7 @@ export const loginGuard = (options: LoginGuardOptions): LoginGuard => {
 		const settle = (outcome: LoginOutcome | 'neutral'): Promise<void> => {
 			if (outcome === 'failure') notify(reservation, attempt, req);
 			return counts.settle(reservation, outcome).catch((error: unknown) => {
-				config.logger.error(`resilient-session: loginGuard could not record an attempt: ${(error as Error).message}`);
+				config.logger.error('resilient-session: loginGuard could not record an attempt', error);
 			});
 		};
 

@@ -64,11 +64,21 @@ export const createLoginApp = (store: ResilientStore, options: Omit<LoginGuardOp
 };
 
 /** One login attempt through supertest. */
-export const attempt = (app: Express, username: unknown, password = 'wrong password', ip = CLIENT_IP, path = '/login') =>
-	request(app).post(path).set('X-Forwarded-For', ip).send({ username, password });
+export const attempt = (
+	app: Express,
+	username: unknown,
+	password = 'wrong password',
+	ip = CLIENT_IP,
+	path = '/login',
+) => request(app).post(path).set('X-Forwarded-For', ip).send({ username, password });
 
 /** Store options that make failover quick to observe. */
-export const quickFailover = { timeoutMs: 200, probeIntervalMs: 50, minFallbackMs: 100, recoverAfterProbes: 2 } as const;
+export const quickFailover = {
+	timeoutMs: 200,
+	probeIntervalMs: 50,
+	minFallbackMs: 100,
+	recoverAfterProbes: 2,
+} as const;
 
 /** Resolves with the first `event` of `store`, or rejects after `ms`. */
 export const nextEvent = (store: ResilientStore, event: 'fallback' | 'recover', ms = 10_000): Promise<void> =>
