@@ -57,11 +57,12 @@ declare global {
 /** Options of the in-process counts kept while Redis is unreachable. */
 export interface LoginGuardMemoryOptions {
 	/**
-	 * The most counts held in memory (each attempt uses up to three: username+IP,
-	 * username, IP). About 250 bytes each, so the default costs about 12 MB. While
-	 * Redis is healthy these are copies of recent counts; during an outage they are the
-	 * counts themselves, and once full of live ones new usernames and addresses are
-	 * refused (`429`) rather than old counts forgotten.
+	 * The most counts held in memory (an attempt uses up to three: username+address,
+	 * username, address). About 350 bytes each, so the default costs about 18 MB at
+	 * most. While Redis is healthy these are copies of recent counts, the least recently
+	 * used dropped first; while it is unreachable they are the counts themselves, and
+	 * once memory is full of them new usernames and addresses are refused (`429`)
+	 * rather than a count forgotten.
 	 * @default 50_000
 	 */
 	readonly max?: number;
@@ -80,8 +81,8 @@ export interface LoginGuardOptions {
 	/**
 	 * Consecutive failures of one username from one address before it is locked out.
 	 * A success resets this count. OWASP's Authentication Cheat Sheet asks for a lockout
-	 * threshold; the one the OWASP Testing Guide (WSTG-ATHN-03) cites as sound (AWS
-	 * Cognito) is 5.
+	 * threshold; the scheme the OWASP Web Security Testing Guide (WSTG-ATHN-03) cites as
+	 * acceptable (AWS Cognito) starts locking after 5.
 	 * @default 5
 	 */
 	readonly maxFailures?: number;
@@ -162,10 +163,16 @@ export interface LoginGuardOptions {
 	readonly message?: string;
 	/**
 	 * Called when a failure locks a count (for alerting). It may return a promise; what
-	 * it throws or rejects is logged and never affects the request.
+	 * it throws or rejects is logged and never affects the request. OWASP's
+	 * Authentication Cheat Sheet: "ensure that all account lockouts are logged and
+	 * reviewed".
+	 * @default undefined
 	 */
 	readonly onLockout?: (info: LockoutInfo, req: Request) => void | Promise<void>;
-	/** Options of the counts kept in memory. */
+	/**
+	 * Options of the counts kept in memory.
+	 * @default { max: 50_000 }
+	 */
 	readonly memory?: LoginGuardMemoryOptions;
 	/**
 	 * Where warnings and errors go.
