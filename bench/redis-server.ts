@@ -1,0 +1,204 @@
+/**
+ * A private redis-server for the benchmark, on a free loopback port, persisting nothing,
+ * so that it can be killed (SIGKILL) and started again without touching anyone else's
+ * Redis. Also reads `INFO commandstats`, to count the commands each request costs.
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import net from 'node:net';
+import { createClient } from 'redis';
+import { track } from './processes.js';
+
+/** A loopback port nobody listens on right now. */
+export const freePort = async (): Promise<number> => {
+	const server = net.createServer();
+	server.listen(0, '127.0.0.1');
+	await once(server, 'listening');
+	const { port } = server.address() as net.AddressInfo;
+	server.close();
+	await once(server, 'close');
+	return port;
+};
+
+/** The `redis-server --version` line, or `undefined` when redis-server is not on PATH. */
+export const redisServerVersion = (): string | undefined => {
+	const result = spawnSync('redis-server', ['--version'], { encoding: 'utf8' });
+	if (result.error || result.status !== 0) return undefined;
+	return /v=(\S+)/.exec(result.stdout)?.[1] ?? result.stdout.trim();
+};
+
+/** A connected node-redis client; its errors are left to its commands. */
+export const connectClient = async (url: string) => {
+	const client = createClient({ url });
+	client.on('error', () => {});
+	await client.connect();
+	return client;
+};
+
+export type BenchClient = Awaited<ReturnType<typeof connectClient>>;
+
+/** Calls per command name (`get`, `expire`, `client|setinfo`, …), from `INFO commandstats`. */
+export type CommandStats = Map<string, number>;
+
+const parseCommandStats = (info: string): CommandStats => {
+	const stats: CommandStats = new Map();
+	for (const match of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) stats.set(match[1]!, Number(match[2]));
+	return stats;
+};
+
+/** `after - before` per command, leaving out the `INFO` calls that took the snapshots. */
+export const commandDelta = (before: CommandStats, after: CommandStats): CommandStats => {
+	const delta: CommandStats = new Map();
+	for (const [name, calls] of after) {
+		const diff = calls - (before.get(name) ?? 0);
+		if (diff > 0 && name !== 'info') delta.set(name, diff);
+	}
+
+	return delta;
+};
+
+/** One command seen by `MONITOR`. */
+export interface MonitoredCommand {
+	/** Lower-case command name. */
+	readonly name: string;
+	/** Run by a Lua script (`EVAL`/`EVALSHA`), not sent by a client. */
+	readonly fromScript: boolean;
+}
+
+export class BenchRedis {
+	readonly port: number;
+	#process: ChildProcess | undefined;
+	#monitor: BenchClient | undefined;
+
+	private constructor(port: number) {
+		this.port = port;
+	}
+
+	/** Starts a redis-server on a free port; resolves once it accepts connections. */
+	static async start(): Promise<BenchRedis> {
+		const server = new BenchRedis(await freePort());
+		await server.restart();
+		return server;
+	}
+
+	get url(): string {
+		return `redis://127.0.0.1:${this.port}`;
+	}
+
+	/** Starts the server (again) on the same port, empty. Resolves once it accepts connections. */
+	async restart(): Promise<void> {
+		if (this.#process) throw new Error('redis-server is already running');
+		const child = track(
+			spawn(
+				'redis-server',
+				[
+					'--port',
+					String(this.port),
+					'--bind',
+					'127.0.0.1',
+					'--save',
+					'',
+					'--appendonly',
+					'no',
+					'--daemonize',
+					'no',
+					'--loglevel',
+					'notice',
+				],
+				{ stdio: ['ignore', 'pipe', 'pipe'] },
+			),
+		);
+		this.#process = child;
+		let output = '';
+		await new Promise<void>((resolve, reject) => {
+			const onData = (chunk: Buffer) => {
+				output += chunk.toString();
+				if (output.includes('Ready to accept connections')) {
+					child.stdout!.off('data', onData);
+					child.off('exit', onExit);
+					resolve();
+				}
+			};
+
+			const onExit = (code: number | null) => {
+				this.#process = undefined;
+				reject(new Error(`redis-server exited with ${code}: ${output}`));
+			};
+
+			child.stdout!.on('data', onData);
+			child.once('exit', onExit);
+		});
+		child.stdout!.resume();
+		child.stderr!.resume();
+	}
+
+	/** SIGKILL: the server dies at once, without closing its connections politely. */
+	async kill(): Promise<void> {
+		const child = this.#process;
+		if (!child) return;
+		this.#process = undefined;
+		this.#monitor?.destroy();
+		this.#monitor = undefined;
+		const exited = once(child, 'exit');
+		child.kill('SIGKILL');
+		await exited;
+	}
+
+	/** Calls per command so far. */
+	async commandStats(): Promise<CommandStats> {
+		this.#monitor ??= await connectClient(this.url);
+		return parseCommandStats(await this.#monitor.info('commandstats'));
+	}
+
+	/**
+	 * Starts `MONITOR` on a connection of its own; `stop()` ends it and gives every
+	 * command Redis ran meanwhile, telling those a client sent from those a Lua script
+	 * ran (which `INFO commandstats` counts alike).
+	 */
+	async monitor(): Promise<{ stop(): Promise<MonitoredCommand[]> }> {
+		const socket = net.connect(this.port, '127.0.0.1');
+		await once(socket, 'connect');
+		const commands: MonitoredCommand[] = [];
+		let buffered = '';
+		let started: () => void;
+		const ready = new Promise<void>((resolve) => (started = resolve));
+		socket.setEncoding('utf8');
+		socket.on('error', () => {});
+		socket.on('data', (chunk: string) => {
+			buffered += chunk;
+			let end: number;
+			while ((end = buffered.indexOf('\r\n')) >= 0) {
+				const line = buffered.slice(0, end);
+				buffered = buffered.slice(end + 2);
+				if (line === '+OK') started();
+				const match = /^\+[\d.]+ \[\d+ ([^\]]+)\] "([^"]+)"/.exec(line);
+				if (match) commands.push({ name: match[2]!.toLowerCase(), fromScript: match[1] === 'lua' });
+			}
+		});
+		socket.write('MONITOR\r\n');
+		await ready;
+		return {
+			stop: async () => {
+				// A PING on another connection marks the end: everything before it has arrived.
+				const marker = await connectClient(this.url);
+				await marker.ping();
+				marker.destroy();
+				const deadline = Date.now() + 1_000;
+				while (!commands.some((command) => command.name === 'ping') && Date.now() < deadline) {
+					await new Promise((resolve) => setTimeout(resolve, 5));
+				}
+
+				socket.destroy();
+				let last = commands.length - 1;
+				while (last >= 0 && commands[last]!.name !== 'ping') last--;
+				return commands
+					.slice(0, last < 0 ? commands.length : last)
+					.filter((command) => !['client', 'hello', 'info'].includes(command.name));
+			},
+		};
+	}
+
+	async stop(): Promise<void> {
+		await this.kill();
+	}
+}

@@ -1,0 +1,341 @@
+/**
+ * Turns the measurements into Markdown: one document per part (throughput, store
+ * operations, memory, failover), and the project's targets with the measured value of
+ * each, met or missed.
+ */
+import type { FailoverResult } from './failover.js';
+import type { MemoryRunResult } from './memory.js';
+import { formatMs, formatNumber, markdownTable } from './stats.js';
+import type { StoreOpsResult } from './store-ops.js';
+import { BASELINE, STORE_LABELS, type StoreKind } from './stores.js';
+import type { Census, ThroughputResult } from './throughput.js';
+
+/** Where and on what the figures were measured. */
+export interface RunInfo {
+	readonly date: string;
+	readonly commit: string;
+	readonly node: string;
+	readonly redis: string;
+	readonly cpus: string;
+	readonly loadAverage: string;
+}
+
+export const runInfoLine = (info: RunInfo): string =>
+	`Measured ${info.date} at ${info.commit}; Node ${info.node}, redis-server ${info.redis}, ${info.cpus}; ` +
+	`load average before the run ${info.loadAverage}.`;
+
+/** `1` → `1`, `0.5` → `0.5`, `1.004` → `1` (two decimals at most). */
+const perRequest = (value: number): string => String(Number(value.toFixed(2)));
+
+const commandList = (counts: ReadonlyMap<string, number>): string =>
+	[...counts]
+		.filter(([, value]) => value >= 0.005)
+		.sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))
+		.map(([name, value]) => `${name.toUpperCase()} ${perRequest(value)}`)
+		.join(' · ');
+
+const censusCell = (census: Census | undefined): string => {
+	if (!census) return '–';
+	const sent = commandList(census.sent) || 'none';
+	const scripts = commandList(census.inScripts);
+	return scripts ? `${sent} (in scripts: ${scripts})` : sent;
+};
+
+export const throughputMarkdown = (result: ThroughputResult, info: RunInfo): string => {
+	const { options } = result;
+	const lines = [
+		'# Throughput',
+		'',
+		'Express 5 + express-session (`resave: false, saveUninitialized: false`) on each store, in a server',
+		`process of its own, loaded by autocannon from another process with ${options.connections} connections on 127.0.0.1.`,
+		`Each store: ${options.warmupS} s of warm-up, then ${options.rounds} rounds of ${options.roundS} s, interleaved`,
+		'across stores (A B C D E, A B C D E, …); requests/s and latencies are medians over the rounds.',
+		'Session requests take turns with ' + `${options.sessions} logged-in sessions of about 260 bytes.`,
+		'',
+		'- **req/s**: responses per second; **vs connect-redis**: the ratio of the medians, in the same run.',
+		'- **p50 / p99**: latency of 2xx responses seen by the load generator, in ms (median over rounds).',
+		'- **cmds/req**: Redis commands per request under load, from `INFO commandstats` deltas (this counts',
+		'  the commands Lua scripts run, too).',
+		`- **sent per request**: what one request sends to Redis, from \`MONITOR\` over ${options.censusRequests} requests`,
+		'  sent one at a time; commands run inside Lua scripts are listed apart. Each command sent is one',
+		'  round trip unless the client pipelines them.',
+		'- **non-2xx**: responses that were not 2xx, plus connection errors, over every round.',
+		'',
+		runInfoLine(info),
+		'',
+	];
+	for (const { scenario, skipped, stores } of result.scenarios) {
+		lines.push(`## ${scenario.title} (\`${scenario.method} ${scenario.path}\`)`, '');
+		if (skipped) {
+			lines.push(`Skipped: ${skipped}.`, '');
+			continue;
+		}
+
+		lines.push(
+			markdownTable(
+				['store', 'req/s', `vs ${STORE_LABELS[BASELINE]}`, 'p50 ms', 'p99 ms', 'cmds/req', 'sent per request (MONITOR)', 'non-2xx'],
+				stores.map((store) => [
+					STORE_LABELS[store.kind],
+					formatNumber(store.requestsPerSecond),
+					store.ratio.toFixed(2),
+					formatMs(store.p50Ms),
+					formatMs(store.p99Ms),
+					perRequest(store.totalCommandsPerRequest),
+					store.census ? censusCell(store.census) : store.totalCommandsPerRequest > 0.005 ? '–' : 'none',
+					formatNumber(store.non2xx + store.errors),
+				]),
+				'lrrrrrlr',
+			),
+			'',
+		);
+	}
+
+	return lines.join('\n');
+};
+
+export const storeOpsMarkdown = (result: StoreOpsResult, info: RunInfo): string =>
+	[
+		'# Store operations',
+		'',
+		'`get`, `set` and `touch` called directly (no HTTP), one at a time, each timed on its own, on',
+		`ResilientStore on Redis and on connect-redis. ${result.options.rounds} rounds of ${result.options.callsPerRound} calls of each`,
+		`operation per store after a warm-up round, interleaved; ${result.options.sessions} sessions of about 260 bytes.`,
+		'Latencies in microseconds over every timed call.',
+		'',
+		runInfoLine(info),
+		'',
+		markdownTable(
+			['store', 'operation', 'calls', 'p50 µs', 'p99 µs', 'mean µs', 'max µs'],
+			result.results.map((row) => [
+				STORE_LABELS[row.kind],
+				row.operation,
+				formatNumber(row.calls),
+				formatNumber(row.p50Us),
+				formatNumber(row.p99Us),
+				formatNumber(row.meanUs),
+				formatNumber(row.maxUs),
+			]),
+			'llrrrrr',
+		),
+		'',
+	].join('\n');
+
+export const memoryMarkdown = (result: MemoryRunResult, info: RunInfo): string => {
+	const baseline = result.results.find((row) => row.kind === 'memorystore');
+	return [
+		'# Memory per session',
+		'',
+		`${formatNumber(result.options.sessions)} sessions of about 260 bytes (serialized) stored in each store, in a fresh`,
+		'process with `--expose-gc`: heap used after full collections, before and after, divided by the',
+		`number of sessions (median of ${result.options.repeats} runs). The marginal figure is the growth over the second`,
+		'half only: the cost of one more session, without what is paid once (compiled code, buffers).',
+		'',
+		'- ResilientStore on Redis: its memory side, the warm copies of the sessions it wrote.',
+		'- ResilientStore fallen back: its memory side plus the outage journal of what to write back.',
+		'- connect-redis keeps nothing in process: its row shows what the method counts besides sessions.',
+		'',
+		runInfoLine(info),
+		'',
+		markdownTable(
+			['store', 'bytes/session', 'marginal bytes/session', 'vs memorystore', 'sessions held in memory'],
+			result.results.map((row) => [
+				STORE_LABELS[row.kind],
+				formatNumber(row.bytesPerSession),
+				formatNumber(row.marginalBytesPerSession),
+				baseline ? (row.bytesPerSession / baseline.bytesPerSession).toFixed(2) : '–',
+				formatNumber(row.held),
+			]),
+			'lrrrr',
+		),
+		'',
+	].join('\n');
+};
+
+const eventName = (result: FailoverResult, bucketStart: number, bucketMs: number): string => {
+	const events: Array<[number | undefined, string]> = [
+		[result.killedAtMs, 'Redis killed'],
+		[result.fallbackAtMs, "'fallback'"],
+		[result.restartedAtMs, 'Redis accepts connections'],
+		[result.recoverAtMs, "'recover'"],
+	];
+	return events
+		.filter(([at]) => at !== undefined && at >= bucketStart && at < bucketStart + bucketMs)
+		.map(([, name]) => name)
+		.join(', ');
+};
+
+/** The failover figures, as list items. */
+export const failoverSummary = (result: FailoverResult): string[] => {
+	const seconds = (ms: number | undefined) => (ms === undefined ? 'never' : `${(ms / 1000).toFixed(2)} s`);
+	const failed = Object.entries(result.failedByStatus)
+		.map(([status, count]) => `${count} × ${status === '0' ? 'no answer' : status}`)
+		.join(', ');
+	return [
+		`- Requests: ${formatNumber(result.requests)}, of which ${formatNumber(result.servedByMemory)} served from memory; non-2xx or failed: ${result.failed}${failed ? ` (${failed})` : ''}.`,
+		`- Latency: p50 ${formatMs(result.p50Ms)} ms, p99 ${formatMs(result.p99Ms)} ms, worst ${formatMs(result.worstMs)} ms (deadline \`timeoutMs\` ${result.deadlineMs} ms; budget deadline + 50 ms = ${result.deadlineMs + 50} ms).`,
+		`- Redis killed at ${seconds(result.killedAtMs)}; 'fallback' at ${seconds(result.fallbackAtMs)} (${result.killToFallbackMs === undefined ? 'none' : `${Math.round(result.killToFallbackMs)} ms after the kill`}).`,
+		`- Redis accepting connections again at ${seconds(result.restartedAtMs)}; 'recover' at ${seconds(result.recoverAtMs)}: **${result.restartToRecoverMs === undefined ? 'no recovery' : `${Math.round(result.restartToRecoverMs)} ms`}** from Redis's return to the store back on Redis.`,
+		`- Write-back on recovery: ${result.writeBack === undefined ? 'none reported' : `\`${JSON.stringify(result.writeBack)}\``}.`,
+	];
+};
+
+export const failoverMarkdown = (result: FailoverResult, info: RunInfo): string => {
+	const { options } = result;
+	return [
+		'# Failover timeline',
+		'',
+		`ResilientStore (defaults) under a steady ${options.ratePerS} requests/s from ${options.workers} loops (one connection each):`,
+		`${Math.round((1 - options.writeShare) * 100)} % read a logged-in session (\`GET /read\`, 401 without a login), ${Math.round(options.writeShare * 100)} % change it (\`POST /write\`),`,
+		`over ${options.sessions} sessions. Its redis-server is killed (SIGKILL) at ${options.killAtS} s and started again, empty, at ${options.restartAtS} s.`,
+		`Requests are counted in the ${options.bucketMs} ms bucket in which they were sent; a request unanswered after`,
+		`${options.requestTimeoutMs} ms counts as failed. The backend is the \`X-Backend\` header the server sets once the session is loaded.`,
+		'',
+		runInfoLine(info),
+		'',
+		'![Failover timeline](failover.svg)',
+		'',
+		...failoverSummary(result),
+		'',
+		markdownTable(
+			['t (s)', '2xx from Redis', '2xx from memory', 'non-2xx or failed', 'worst latency (ms)', 'event'],
+			result.buckets.map((bucket) => [
+				(bucket.startMs / 1000).toFixed(2),
+				String(bucket.okRedis),
+				String(bucket.okMemory),
+				String(bucket.failed),
+				formatMs(bucket.worstMs),
+				eventName(result, bucket.startMs, options.bucketMs),
+			]),
+			'rrrrrl',
+		),
+		'',
+	].join('\n');
+};
+
+export interface TargetRow {
+	readonly target: string;
+	readonly measured: string;
+	/** `undefined`: not measured in this run. */
+	readonly met: boolean | undefined;
+}
+
+export interface AllResults {
+	readonly throughput?: ThroughputResult;
+	readonly storeOps?: StoreOpsResult;
+	readonly memory?: MemoryRunResult;
+	readonly failover?: FailoverResult;
+}
+
+/** Every target of the project, with what this run measured. */
+export const evaluateTargets = (results: AllResults): TargetRow[] => {
+	const rows: TargetRow[] = [];
+	const notRun = (target: string) => rows.push({ target, measured: 'not run', met: undefined });
+
+	const ratioTarget = 'requests/s on Redis ≥ 0.97 × connect-redis (same run)';
+	if (results.throughput) {
+		for (const { scenario, skipped, stores } of results.throughput.scenarios) {
+			const resilient = stores.find((store) => store.kind === 'resilient');
+			if (skipped || !resilient) {
+				rows.push({ target: `${ratioTarget}: ${scenario.id}`, measured: `skipped (${skipped})`, met: undefined });
+				continue;
+			}
+
+			const baseline = stores.find((store) => store.kind === BASELINE)!;
+			rows.push({
+				target: `${ratioTarget}: ${scenario.id}`,
+				measured: `${resilient.ratio.toFixed(2)} (${formatNumber(resilient.requestsPerSecond)} vs ${formatNumber(baseline.requestsPerSecond)} req/s)`,
+				met: resilient.ratio >= 0.97,
+			});
+		}
+
+		const read = results.throughput.scenarios.find((s) => s.scenario.id === 'read');
+		const census = (kind: StoreKind) => read?.stores.find((store) => store.kind === kind)?.census;
+		const resilientCensus = census('resilient');
+		const baselineCensus = census(BASELINE);
+		rows.push(
+			resilientCensus
+				? {
+						target: 'read-only request: one Redis round trip',
+						measured: `${perRequest(resilientCensus.sentTotal)} commands sent (${commandList(resilientCensus.sent)}); connect-redis: ${baselineCensus ? `${perRequest(baselineCensus.sentTotal)} (${commandList(baselineCensus.sent)})` : '–'}`,
+						met: resilientCensus.sentTotal <= 1.005,
+					}
+				: { target: 'read-only request: one Redis round trip', measured: 'not run', met: undefined },
+		);
+	} else {
+		notRun(ratioTarget);
+		notRun('read-only request: one Redis round trip');
+	}
+
+	const opsTarget = 'store.get/set/touch p99 < 1 ms (ResilientStore on Redis)';
+	if (results.storeOps) {
+		const resilient = results.storeOps.results.filter((row) => row.kind === 'resilient');
+		const baseline = results.storeOps.results.filter((row) => row.kind === BASELINE);
+		rows.push({
+			target: opsTarget,
+			measured: resilient
+				.map((row) => {
+					const other = baseline.find((candidate) => candidate.operation === row.operation);
+					return `${row.operation} ${formatNumber(row.p99Us)} µs${other ? ` (connect-redis ${formatNumber(other.p99Us)})` : ''}`;
+				})
+				.join('; '),
+			met: resilient.every((row) => row.p99Us < 1000),
+		});
+	} else {
+		notRun(opsTarget);
+	}
+
+	const memoryTarget = 'memory side per session ≤ memorystore (same run)';
+	if (results.memory) {
+		const find = (kind: StoreKind) => results.memory!.results.find((row) => row.kind === kind);
+		const memorystore = find('memorystore');
+		const resilient = find('resilient');
+		if (memorystore && resilient) {
+			rows.push({
+				target: memoryTarget,
+				measured:
+					`${formatNumber(resilient.bytesPerSession)} vs ${formatNumber(memorystore.bytesPerSession)} B/session ` +
+					`(marginal ${formatNumber(resilient.marginalBytesPerSession)} vs ${formatNumber(memorystore.marginalBytesPerSession)})`,
+				met: resilient.bytesPerSession <= memorystore.bytesPerSession,
+			});
+		} else {
+			notRun(memoryTarget);
+		}
+	} else {
+		notRun(memoryTarget);
+	}
+
+	if (results.failover) {
+		const failover = results.failover;
+		const budget = failover.deadlineMs + 50;
+		rows.push(
+			{ target: 'failover: zero non-2xx', measured: `${failover.failed} of ${formatNumber(failover.requests)}`, met: failover.failed === 0 },
+			{
+				target: `failover: worst latency < timeoutMs + 50 ms (${budget} ms)`,
+				measured: `${formatMs(failover.worstMs)} ms`,
+				met: failover.worstMs < budget,
+			},
+			{
+				target: 'failover: back on Redis ≤ 2 s after Redis returns',
+				measured: failover.restartToRecoverMs === undefined ? 'no recovery' : `${formatNumber(failover.restartToRecoverMs)} ms`,
+				met: failover.restartToRecoverMs !== undefined && failover.restartToRecoverMs <= 2000,
+			},
+		);
+	} else {
+		notRun('failover: zero non-2xx, worst latency, time to recover');
+	}
+
+	return rows;
+};
+
+export const targetsMarkdown = (rows: readonly TargetRow[], info: RunInfo): string =>
+	[
+		'# Targets',
+		'',
+		runInfoLine(info),
+		'',
+		markdownTable(
+			['target', 'measured', 'met'],
+			rows.map((row) => [row.target, row.measured, row.met === undefined ? '–' : row.met ? 'yes' : '**no**']),
+		),
+		'',
+	].join('\n');

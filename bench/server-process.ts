@@ -1,0 +1,61 @@
+/**
+ * Starts a server under test (server.ts) in a child process and talks to it: waits until
+ * it listens, logs users in to get session cookies, collects the store events it reports.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { type ChildMessage, nextMessage, spawnScript, stopChild } from './processes.js';
+import type { StoreKind, StoreUrls } from './stores.js';
+
+/** A store event as the server reports it: `'fallback'`, `'recover'` or `'writeback'`. */
+export interface StoreEvent {
+	readonly event: string;
+	/** Wall-clock milliseconds (see `wallClockMs`). */
+	readonly at: number;
+	readonly detail?: unknown;
+}
+
+export interface ServerProcess {
+	readonly kind: StoreKind;
+	readonly port: number;
+	/** `'available'`, or why the rate-limited route is missing. */
+	readonly rateLimit: string;
+	/** Every store event reported so far. */
+	readonly events: StoreEvent[];
+	/** Stops the server; resolves with the number of requests it answered with a 500. */
+	stop(): Promise<number | undefined>;
+}
+
+export const startServer = async (kind: StoreKind, urls: StoreUrls): Promise<ServerProcess> => {
+	const child: ChildProcess = spawnScript('server.ts', [kind, urls.redisUrl, urls.downUrl]);
+	const events: StoreEvent[] = [];
+	let serverErrors: number | undefined;
+	child.on('message', (message: ChildMessage) => {
+		if (message.type === 'store-event') events.push(message as unknown as StoreEvent);
+		if (message.type === 'stopped') serverErrors = message.serverErrors as number;
+	});
+	const ready = await nextMessage<ChildMessage & { port: number; rateLimit: string }>(child, 'ready');
+	return {
+		kind,
+		port: ready.port,
+		rateLimit: ready.rateLimit,
+		events,
+		stop: async () => {
+			await stopChild(child);
+			return serverErrors;
+		},
+	};
+};
+
+/** Logs `count` users in on the server at `port`; resolves with their `sid=…` cookies. */
+export const logIn = async (port: number, count: number): Promise<string[]> => {
+	const cookies: string[] = [];
+	for (let i = 0; i < count; i++) {
+		const response = await fetch(`http://127.0.0.1:${port}/login`, { method: 'POST' });
+		await response.arrayBuffer();
+		const cookie = response.headers.getSetCookie()[0]?.split(';')[0];
+		if (response.status !== 200 || !cookie) throw new Error(`login failed on port ${port}: ${response.status}`);
+		cookies.push(cookie);
+	}
+
+	return cookies;
+};

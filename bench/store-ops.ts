@@ -1,0 +1,115 @@
+/**
+ * Store operations without HTTP: `get`, `set` and `touch` called one at a time, each
+ * timed on its own, on ResilientStore (on Redis) and on connect-redis, so that the
+ * latency a store adds to a request shows without a load generator's queueing.
+ *
+ * Rounds are interleaved across the two stores after a warm-up round; percentiles are
+ * over every timed call of every round, in microseconds.
+ */
+import { performance } from 'node:perf_hooks';
+import type { SessionData, Store } from 'express-session';
+import { latencySummary } from './stats.js';
+import { buildStore, type BuiltStore, loggedInSession, newSessionId, type StoreKind, type StoreUrls } from './stores.js';
+
+export const STORE_OPS_KINDS: readonly StoreKind[] = ['resilient', 'connect-redis'];
+
+export const OPERATIONS = ['get', 'set', 'touch'] as const;
+
+export type Operation = (typeof OPERATIONS)[number];
+
+export interface StoreOpsOptions {
+	readonly rounds: number;
+	/** Timed calls of each operation per store and round. */
+	readonly callsPerRound: number;
+	/** Sessions the calls take turns with. */
+	readonly sessions: number;
+}
+
+export interface OperationResult {
+	readonly kind: StoreKind;
+	readonly operation: Operation;
+	readonly calls: number;
+	readonly p50Us: number;
+	readonly p99Us: number;
+	readonly maxUs: number;
+	readonly meanUs: number;
+}
+
+export interface StoreOpsResult {
+	readonly options: StoreOpsOptions;
+	readonly results: OperationResult[];
+}
+
+/** express-session's callback API as a promise, the way express-session itself calls stores. */
+const call = (store: Store, operation: Operation, sid: string, session: SessionData): Promise<unknown> =>
+	new Promise((resolve, reject) => {
+		const done = (error?: unknown, value?: unknown) => (error ? reject(error) : resolve(value));
+		if (operation === 'get') store.get(sid, done);
+		else if (operation === 'set') store.set(sid, session, done);
+		else store.touch!(sid, session, done);
+	});
+
+/** Times `count` calls of `operation`, one after another; returns their durations in µs. */
+const timeCalls = async (
+	built: BuiltStore,
+	operation: Operation,
+	sessions: ReadonlyArray<readonly [string, SessionData]>,
+	count: number,
+): Promise<number[]> => {
+	const durations: number[] = [];
+	for (let i = 0; i < count; i++) {
+		const [sid, session] = sessions[i % sessions.length]!;
+		const started = performance.now();
+		await call(built.store, operation, sid, session);
+		durations.push((performance.now() - started) * 1000);
+	}
+
+	return durations;
+};
+
+export const runStoreOps = async (
+	urls: StoreUrls,
+	options: StoreOpsOptions,
+	log: (line: string) => void,
+): Promise<StoreOpsResult> => {
+	const stores: BuiltStore[] = [];
+	try {
+		for (const kind of STORE_OPS_KINDS) stores.push(await buildStore(kind, urls));
+		const sessions = Array.from(
+			{ length: options.sessions },
+			(_, i) => [newSessionId(), loggedInSession(`user-${i}`)] as const,
+		);
+		for (const built of stores) {
+			for (const [sid, session] of sessions) await call(built.store, 'set', sid, session);
+		}
+
+		const samples = new Map<string, number[]>();
+		// Round 0 warms up and is not counted.
+		for (let round = 0; round <= options.rounds; round++) {
+			for (const built of stores) {
+				for (const operation of OPERATIONS) {
+					const durations = await timeCalls(built, operation, sessions, options.callsPerRound);
+					if (round === 0) continue;
+					const key = `${built.kind}:${operation}`;
+					samples.set(key, [...(samples.get(key) ?? []), ...durations]);
+				}
+			}
+
+			if (round > 0) log(`store-ops: round ${round}/${options.rounds}`);
+		}
+
+		const results: OperationResult[] = [];
+		for (const built of stores) {
+			for (const operation of OPERATIONS) {
+				const durations = samples.get(`${built.kind}:${operation}`)!;
+				const meanUs = durations.reduce((sum, value) => sum + value, 0) / durations.length;
+				const { p50, p99, max } = latencySummary(durations);
+				results.push({ kind: built.kind, operation, calls: durations.length, p50Us: p50, p99Us: p99, maxUs: max, meanUs });
+			}
+		}
+
+		return { options, results };
+	} finally {
+		await Promise.all(stores.map((built) => built.close()));
+	}
+};
