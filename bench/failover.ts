@@ -188,10 +188,7 @@ const bucketize = (records: readonly RequestRecord[], options: FailoverOptions):
 const eventAt = (events: readonly StoreEvent[], name: string, after: number): StoreEvent | undefined =>
 	events.find((event) => event.event === name && event.at >= after);
 
-export const runFailover = async (
-	options: FailoverOptions,
-	log: (line: string) => void,
-): Promise<FailoverResult> => {
+export const runFailover = async (options: FailoverOptions, log: (line: string) => void): Promise<FailoverResult> => {
 	const redis = await BenchRedis.start();
 	const server = await startServer('resilient', {
 		redisUrl: redis.url,

@@ -47,7 +47,9 @@ export const runMemory = async (
 	options: MemoryOptions,
 	log: (line: string) => void,
 ): Promise<MemoryRunResult> => {
-	const samples = new Map<StoreKind, { bytes: number; secondHalfBytes: number; held: number }[]>(MEMORY_KINDS.map((kind) => [kind, []]));
+	const samples = new Map<StoreKind, { bytes: number; secondHalfBytes: number; held: number }[]>(
+		MEMORY_KINDS.map((kind) => [kind, []]),
+	);
 	for (let repeat = 1; repeat <= options.repeats; repeat++) {
 		for (const kind of MEMORY_KINDS) {
 			const child = spawnScript(
@@ -74,7 +76,8 @@ export const runMemory = async (
 			bytes,
 			bytesPerSession: bytes / options.sessions,
 			marginalBytesPerSession:
-				median(measured.map((sample) => sample.secondHalfBytes)) / (options.sessions - Math.floor(options.sessions / 2)),
+				median(measured.map((sample) => sample.secondHalfBytes)) /
+				(options.sessions - Math.floor(options.sessions / 2)),
 			held: measured.at(-1)!.held,
 			samples: measured.map((sample) => sample.bytes / options.sessions),
 		};

@@ -73,7 +73,11 @@ export interface ChildMessage {
  * The next message of `type` from `child`. Rejects when the child exits first, or
  * sends `{ type: 'failed' }`, or after `timeoutMs`.
  */
-export const nextMessage = <T extends ChildMessage>(child: ChildProcess, type: string, timeoutMs = 30_000): Promise<T> =>
+export const nextMessage = <T extends ChildMessage>(
+	child: ChildProcess,
+	type: string,
+	timeoutMs = 30_000,
+): Promise<T> =>
 	new Promise<T>((resolve, reject) => {
 		const cleanUp = () => {
 			clearTimeout(timer);

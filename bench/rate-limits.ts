@@ -37,8 +37,7 @@ export const buildRateLimit = async (built: BuiltStore): Promise<RequestHandler 
 		if (missing) return missing;
 		const module = (await import(pathToFileURL(RATE_LIMIT_MODULE).href)) as Record<string, unknown>;
 		const factory = (module.rateLimit ?? (module.default as Record<string, unknown> | undefined)?.rateLimit) as
-			| ((options: object) => RequestHandler)
-			| undefined;
+			((options: object) => RequestHandler) | undefined;
 		if (typeof factory !== 'function') return 'lib/rate-limit.ts exports no rateLimit()';
 		return factory({ store: built.resilient, windowMs: WINDOW_MS, limit: LIMIT });
 	}

@@ -73,7 +73,16 @@ export const throughputMarkdown = (result: ThroughputResult, info: RunInfo): str
 
 		lines.push(
 			markdownTable(
-				['store', 'req/s', `vs ${STORE_LABELS[BASELINE]}`, 'p50 ms', 'p99 ms', 'cmds/req', 'sent per request (MONITOR)', 'non-2xx'],
+				[
+					'store',
+					'req/s',
+					`vs ${STORE_LABELS[BASELINE]}`,
+					'p50 ms',
+					'p99 ms',
+					'cmds/req',
+					'sent per request (MONITOR)',
+					'non-2xx',
+				],
 				stores.map((store) => [
 					STORE_LABELS[store.kind],
 					formatNumber(store.requestsPerSecond),
@@ -308,7 +317,11 @@ export const evaluateTargets = (results: AllResults): TargetRow[] => {
 		const failover = results.failover;
 		const budget = failover.deadlineMs + 50;
 		rows.push(
-			{ target: 'failover: zero non-2xx', measured: `${failover.failed} of ${formatNumber(failover.requests)}`, met: failover.failed === 0 },
+			{
+				target: 'failover: zero non-2xx',
+				measured: `${failover.failed} of ${formatNumber(failover.requests)}`,
+				met: failover.failed === 0,
+			},
 			{
 				target: `failover: worst latency < timeoutMs + 50 ms (${budget} ms)`,
 				measured: `${formatMs(failover.worstMs)} ms`,
@@ -316,7 +329,8 @@ export const evaluateTargets = (results: AllResults): TargetRow[] => {
 			},
 			{
 				target: 'failover: back on Redis ≤ 2 s after Redis returns',
-				measured: failover.restartToRecoverMs === undefined ? 'no recovery' : `${formatNumber(failover.restartToRecoverMs)} ms`,
+				measured:
+					failover.restartToRecoverMs === undefined ? 'no recovery' : `${formatNumber(failover.restartToRecoverMs)} ms`,
 				met: failover.restartToRecoverMs !== undefined && failover.restartToRecoverMs <= 2000,
 			},
 		);

@@ -105,7 +105,10 @@ const runInfo = (redisVersion: string): RunInfo => {
 	const dirty = git('status', '--porcelain', '--', 'lib');
 	const cpus = os.cpus();
 	return {
-		date: new Date().toISOString().replace(/:\d\d\.\d+Z$/, ' UTC').replace('T', ' '),
+		date: new Date()
+			.toISOString()
+			.replace(/:\d\d\.\d+Z$/, ' UTC')
+			.replace('T', ' '),
 		commit: commit ? `commit ${commit}${dirty ? ' (with uncommitted changes in lib/)' : ''}` : 'an unknown commit',
 		node: process.version,
 		redis: redisVersion,
@@ -132,7 +135,9 @@ const main = async (): Promise<void> => {
 	const started = Date.now();
 	const log = (line: string) => console.log(`[${((Date.now() - started) / 1000).toFixed(0).padStart(3)} s] ${line}`);
 	const info = runInfo(redisVersion);
-	log(`resilient-session benchmarks: ${[...options.parts].join(', ')}${options.quick ? ' (quick: no results written)' : ''}`);
+	log(
+		`resilient-session benchmarks: ${[...options.parts].join(', ')}${options.quick ? ' (quick: no results written)' : ''}`,
+	);
 	log(`${info.cpus}; Node ${info.node}; redis-server ${info.redis}; load average ${info.loadAverage}`);
 	if (os.loadavg()[0]! > 1) {
 		log(`warning: the machine is already busy (load average ${os.loadavg()[0]!.toFixed(2)}): figures will be noisy`);
@@ -166,7 +171,9 @@ const main = async (): Promise<void> => {
 	}
 
 	if (options.parts.has('failover')) {
-		log(`failover: ${options.failover.durationS} s of steady load, Redis killed at ${options.failover.killAtS} s, back at ${options.failover.restartAtS} s`);
+		log(
+			`failover: ${options.failover.durationS} s of steady load, Redis killed at ${options.failover.killAtS} s, back at ${options.failover.restartAtS} s`,
+		);
 		results.failover = await runFailover(options.failover, log);
 		documents.set('failover.md', failoverMarkdown(results.failover, info));
 		documents.set('failover.svg', failoverSvg(results.failover));
@@ -186,7 +193,8 @@ const main = async (): Promise<void> => {
 	for (const [name, content] of documents) {
 		if (name.endsWith('.svg')) continue;
 		// The failover table has a row per bucket: its summary is enough here.
-		if (name === 'failover.md') console.log(['# Failover timeline', '', ...failoverSummary(results.failover!), ''].join('\n'));
+		if (name === 'failover.md')
+			console.log(['# Failover timeline', '', ...failoverSummary(results.failover!), ''].join('\n'));
 		else console.log(content);
 	}
 

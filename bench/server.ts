@@ -27,7 +27,8 @@ const send = (message: object): void => {
 
 const main = async (): Promise<void> => {
 	const [kind, redisUrl, downUrl] = process.argv.slice(2);
-	if (!isStoreKind(kind) || !redisUrl || !downUrl) throw new Error(`usage: server.ts <store kind> <redis url> <down url>`);
+	if (!isStoreKind(kind) || !redisUrl || !downUrl)
+		throw new Error(`usage: server.ts <store kind> <redis url> <down url>`);
 	// The benchmark is gone: nothing is left to serve.
 	process.on('disconnect', () => process.exit(0));
 

@@ -42,7 +42,11 @@ export const formatMs = (ms: number): string => {
 };
 
 /** A Markdown table; `align` per column, `'r'` for numbers. */
-export const markdownTable = (header: readonly string[], rows: readonly (readonly string[])[], align?: string): string => {
+export const markdownTable = (
+	header: readonly string[],
+	rows: readonly (readonly string[])[],
+	align?: string,
+): string => {
 	const alignments = header.map((_, i) => (align?.[i] === 'r' ? '---:' : '---'));
 	const line = (cells: readonly string[]) => `| ${cells.join(' | ')} |`;
 	return [line(header), line(alignments), ...rows.map(line)].join('\n');

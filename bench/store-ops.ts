@@ -9,7 +9,14 @@
 import { performance } from 'node:perf_hooks';
 import type { SessionData, Store } from 'express-session';
 import { latencySummary } from './stats.js';
-import { buildStore, type BuiltStore, loggedInSession, newSessionId, type StoreKind, type StoreUrls } from './stores.js';
+import {
+	buildStore,
+	type BuiltStore,
+	loggedInSession,
+	newSessionId,
+	type StoreKind,
+	type StoreUrls,
+} from './stores.js';
 
 export const STORE_OPS_KINDS: readonly StoreKind[] = ['resilient', 'connect-redis'];
 
@@ -104,7 +111,15 @@ export const runStoreOps = async (
 				const durations = samples.get(`${built.kind}:${operation}`)!;
 				const meanUs = durations.reduce((sum, value) => sum + value, 0) / durations.length;
 				const { p50, p99, max } = latencySummary(durations);
-				results.push({ kind: built.kind, operation, calls: durations.length, p50Us: p50, p99Us: p99, maxUs: max, meanUs });
+				results.push({
+					kind: built.kind,
+					operation,
+					calls: durations.length,
+					p50Us: p50,
+					p99Us: p99,
+					maxUs: max,
+					meanUs,
+				});
 			}
 		}
 

@@ -27,7 +27,13 @@ declare module 'express-session' {
 	}
 }
 
-export const STORE_KINDS = ['resilient', 'connect-redis', 'memorystore', 'express-memory', 'resilient-fallback'] as const;
+export const STORE_KINDS = [
+	'resilient',
+	'connect-redis',
+	'memorystore',
+	'express-memory',
+	'resilient-fallback',
+] as const;
 
 export type StoreKind = (typeof STORE_KINDS)[number];
 

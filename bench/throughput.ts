@@ -191,7 +191,12 @@ export const runThroughput = async (
 				cookies: scenario.withSession ? cookies.get(kind) : undefined,
 			});
 			const load = (kind: StoreKind, durationS: number) =>
-				runLoad({ port: servers.get(kind)!.port, request: requestFor(kind), durationS, connections: options.connections });
+				runLoad({
+					port: servers.get(kind)!.port,
+					request: requestFor(kind),
+					durationS,
+					connections: options.connections,
+				});
 
 			for (const kind of STORE_KINDS) await load(kind, options.warmupS);
 
@@ -217,7 +222,10 @@ export const runThroughput = async (
 				censuses.set(kind, await takeCensus(redis, servers.get(kind)!.port, requestFor(kind), options.censusRequests));
 			}
 
-			const summaries = STORE_KINDS.map((kind) => ({ ...summarize(kind, rounds.get(kind)!), census: censuses.get(kind) }));
+			const summaries = STORE_KINDS.map((kind) => ({
+				...summarize(kind, rounds.get(kind)!),
+				census: censuses.get(kind),
+			}));
 			const baseline = summaries.find((summary) => summary.kind === BASELINE)!.requestsPerSecond;
 			scenarios.push({
 				scenario,
