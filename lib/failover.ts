@@ -8,12 +8,20 @@ import { canSend, isReplyError, type RedisClient } from './redis-client.js';
 /** Where operations go right now. */
 export type Backend = 'redis' | 'memory';
 
-/** What a feature must do before the store may go back to Redis (for sessions: the write-back). */
+/** What a feature must do when Redis returns (for sessions: the write-back of the outage). */
 export interface RecoveryStep {
-	/** Brings Redis up to date. Rejects, to stay on memory, when Redis fails again meanwhile. */
+	/**
+	 * Brings Redis up to date with what happened on memory. Runs before the switch back
+	 * to Redis; rejects, to stay on memory, when Redis fails again meanwhile.
+	 */
 	flush(): Promise<void>;
-	/** Whether anything arrived since the last flush that still has to go to Redis. */
-	pending(): boolean;
+	/**
+	 * Whether something arrived during the flush that still has to go to Redis. If so,
+	 * `flush` runs once more right after the switch: under steady traffic there is always
+	 * something new, so waiting for an empty backlog would keep the store on memory for good.
+	 * The feature serves such entries from memory until they are flushed.
+	 */
+	pending?(): boolean;
 }
 
 export interface FailoverOptions {
@@ -31,9 +39,6 @@ export interface FailoverOptions {
 export type Attempt<T> = { readonly served: true; readonly value: T } | { readonly served: false };
 
 const MISSED: Attempt<never> = Object.freeze({ served: false });
-
-/** Flushes retried in one recovery before it gives up until the next probe. */
-const MAX_FLUSH_ROUNDS = 10;
 
 interface FailoverEvents {
 	fallback: [error: Error];
@@ -212,28 +217,29 @@ export class Failover extends EventEmitter<FailoverEvents> {
 		this.#scheduleProbe();
 	}
 
-	/** Runs every recovery step until nothing is left, then switches back to Redis. */
+	/** Runs every recovery step, switches back to Redis, then flushes what arrived meanwhile. */
 	async #recover(): Promise<boolean> {
 		try {
-			for (let round = 0; round < MAX_FLUSH_ROUNDS; round++) {
-				for (const step of this.#steps) await step.flush();
-				if (this.#closed) return true;
-				// Requests kept going to memory while the steps ran; switch only when no
-				// step has anything left, with no await between that check and the switch.
-				if (!this.#steps.some((step) => step.pending())) {
-					this.#backend = 'redis';
-					this.#since = Date.now();
-					this.#options.log.forget('fallback');
-					debug('recovered');
-					this.emit('recover');
-					return true;
-				}
-			}
+			for (const step of this.#steps) await step.flush();
 		} catch (error) {
 			this.#lastError = error as Error;
 			debug('recovery failed: %s', (error as Error).message);
+			return false;
 		}
 
-		return false;
+		if (this.#closed) return true;
+		this.#backend = 'redis';
+		this.#since = Date.now();
+		this.#options.log.forget('fallback');
+		debug('recovered');
+		this.emit('recover');
+		for (const step of this.#steps) {
+			if (!step.pending?.()) continue;
+			step.flush().catch((error: unknown) => {
+				if (!isReplyError(error)) this.trip(error as Error);
+			});
+		}
+
+		return true;
 	}
 }

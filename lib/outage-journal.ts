@@ -97,6 +97,22 @@ export class OutageJournal {
 		return [...this.#pending];
 	}
 
+	/** Whether the newest version of `sid` is in memory only, waiting to be written to Redis. */
+	hasPendingWrite(sid: string): boolean {
+		return this.#pending.get(sid)?.kind === 'write';
+	}
+
+	/** Whether entry `seq` is still the newest for `sid` (no later change superseded it). */
+	isCurrent(sid: string, seq: number): boolean {
+		return this.#pending.get(sid)?.seq === seq;
+	}
+
+	/** Redis got the newest state of `sid` directly: nothing of it is left to replay. */
+	settled(sid: string): void {
+		this.#pending.delete(sid);
+		this.#tombstones.delete(sid);
+	}
+
 	settleTombstone(sid: string, seq: number): void {
 		if (this.#tombstones.get(sid) === seq) this.#tombstones.delete(sid);
 	}

@@ -261,6 +261,9 @@ export class ResilientStore extends Store {
 	}
 
 	async #get(sid: string): Promise<SessionData | null> {
+		// Right after a recovery, what the outage changed may not be in Redis yet.
+		if (this.#journal.isDestroyed(sid)) return null;
+		if (this.#journal.hasPendingWrite(sid)) return this.#memory.get(sid);
 		const fromRedis = await this.#attempt<SessionData | null>('get', 'GET', () => this.#redis!.get(sid));
 		if (!fromRedis.served) return this.#memory.get(sid);
 		// Keep the memory side warm, and never let it serve a session Redis no longer has.
@@ -276,7 +279,8 @@ export class ResilientStore extends Store {
 		if (this.#journal.isDestroyed(sid)) return;
 		this.#memory.set(sid, session);
 		const result = await this.#attempt('set', 'SET', () => this.#redis!.set(sid, session));
-		if (!result.served && this.#redis) this.#journal.written(sid);
+		if (result.served) this.#journal.settled(sid);
+		else if (this.#redis) this.#journal.written(sid);
 	}
 
 	async #touch(sid: string, session: SessionData): Promise<void> {
@@ -291,7 +295,8 @@ export class ResilientStore extends Store {
 		this.#assertOpen('destroy');
 		this.#memory.destroy(sid);
 		const result = await this.#attempt('destroy', 'DEL', () => this.#redis!.destroy(sid));
-		if (!result.served && this.#redis) this.#journal.destroyed(sid);
+		if (result.served) this.#journal.settled(sid);
+		else if (this.#redis) this.#journal.destroyed(sid);
 	}
 
 	async #clear(): Promise<void> {
@@ -387,6 +392,10 @@ export class ResilientStore extends Store {
 
 		await this.#inBatches(journal.pendingEntries(), async ([sid, { kind, seq }]) => {
 			const session = await this.#memory.get(sid);
+			// A request wrote a newer version meanwhile (to Redis, or again to memory):
+			// checked with no await before the command goes out, so an older one never
+			// overwrites it.
+			if (!journal.isCurrent(sid, seq)) return;
 			if (!session) counts.lost++;
 			else if (kind === 'write') {
 				if (await this.#writeOne(counts, 'SET', () => redis.set(sid, session).then(() => true))) counts.written++;
