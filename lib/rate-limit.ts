@@ -154,8 +154,8 @@ export interface RateLimitOptions {
 	readonly prefix?: string;
 	/**
 	 * The most clients counted in memory at a time (during an outage, or always on a
-	 * store without Redis). About 200 bytes each. Past it, the counts of the clients
-	 * least recently seen are dropped (a warning is logged once).
+	 * store without Redis). About 200 bytes each. Past it, the count of the client least
+	 * recently seen is dropped for each new one (a warning is logged once).
 	 * @default 50_000
 	 */
 	readonly maxMemoryKeys?: number;
@@ -449,8 +449,9 @@ class RedisCounts extends RedisStore {
 }
 
 /**
- * express-rate-limit's memory store, bounded: when `max` clients are counted, the least
- * recently seen is dropped (those not seen in the last window first).
+ * express-rate-limit's memory store, bounded: when `max` clients are counted, the count
+ * of the least recently seen is dropped, so a client that keeps sending is not the one
+ * that a flood of new clients pushes out.
  */
 class BoundedMemoryCounts extends MemoryStore {
 	readonly #max: number;
@@ -463,7 +464,15 @@ class BoundedMemoryCounts extends MemoryStore {
 	}
 
 	override increment(key: string): Promise<ClientRateLimitInfo> {
-		if (!this.current.has(key) && !this.previous.has(key)) this.#makeRoom();
+		const client = this.current.get(key);
+		if (client) {
+			// Maps keep insertion order: moving the client last keeps `current` least recent first.
+			this.current.delete(key);
+			this.current.set(key, client);
+		} else if (!this.previous.has(key)) {
+			this.#makeRoom();
+		}
+
 		return super.increment(key);
 	}
 
@@ -472,6 +481,7 @@ class BoundedMemoryCounts extends MemoryStore {
 		if (this.current.has(key) || this.previous.has(key)) await super.decrement(key);
 	}
 
+	/** Drops the least recently seen: from `previous` (not seen this window) first. */
 	#makeRoom(): void {
 		while (this.current.size + this.previous.size >= this.#max) {
 			const clients = this.previous.size > 0 ? this.previous : this.current;
