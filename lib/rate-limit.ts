@@ -154,8 +154,9 @@ export interface RateLimitOptions {
 	readonly prefix?: string;
 	/**
 	 * The most clients counted in memory at a time (during an outage, or always on a
-	 * store without Redis). About 200 bytes each. Past it, the count of the client least
-	 * recently seen is dropped for each new one (a warning is logged once).
+	 * store without Redis). About 270 bytes each with session-id keys, so the default
+	 * holds at most about 14 MB. Past it, the count of the client least recently seen
+	 * is dropped for each new one (a warning is logged once).
 	 * @default 50_000
 	 */
 	readonly maxMemoryKeys?: number;
