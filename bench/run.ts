@@ -198,7 +198,10 @@ const main = async (): Promise<void> => {
 		else console.log(content);
 	}
 
-	if (!documents.has('targets.md')) console.log(targetsMarkdown(targets, info));
+	// A partial run: only the targets of the parts that ran.
+	if (!documents.has('targets.md')) {
+		console.log(targetsMarkdown(targets.filter((row) => row.measured !== 'not run'), info));
+	}
 	process.exit(0);
 };
 
