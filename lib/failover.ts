@@ -3,7 +3,7 @@ import { performance } from 'node:perf_hooks';
 import { withDeadline } from './deadline.js';
 import { isRedisTimeoutError, RedisUnavailableError } from './errors.js';
 import { debug, type OnceLogger } from './logger.js';
-import { canSend, isReplyError, type RedisClient } from './redis-client.js';
+import { canSend, isRedisFailure, isReplyError, type RedisClient } from './redis-client.js';
 
 /** Where operations go right now. */
 export type Backend = 'redis' | 'memory';
@@ -126,7 +126,8 @@ export class Failover extends EventEmitter<FailoverEvents> {
 	/**
 	 * Runs `command` on Redis within the deadline when Redis is the backend. Resolves
 	 * `served: false`, at once while on memory, or when Redis fails or misses the
-	 * deadline (which trips the fallback). A reply error rejects.
+	 * deadline (which trips the fallback). A reply error, or an error the caller's own
+	 * code raised (see `markCallerError`), rejects.
 	 */
 	async attempt<T>(operation: string, command: () => Promise<T>, timeoutMs?: number): Promise<Attempt<T>> {
 		if (this.#backend === 'memory') return MISSED;
@@ -138,7 +139,7 @@ export class Failover extends EventEmitter<FailoverEvents> {
 		try {
 			return { served: true, value: await this.run(operation, command, timeoutMs) };
 		} catch (error) {
-			if (isReplyError(error)) throw error;
+			if (!isRedisFailure(error)) throw error;
 			this.trip(error as Error);
 			return MISSED;
 		}

@@ -49,6 +49,17 @@ export class MemorySide {
 		else this.#store.set(sid, session);
 	}
 
+	/**
+	 * Keeps a warm copy of a session read from Redis, as the text Redis holds, for
+	 * `ttlSeconds`. The text goes straight into memorystore's LRU cache, which holds
+	 * sessions as text in that same format: parsing it only to serialize it again would
+	 * cost every read a second serialization.
+	 */
+	keepWarm(sid: string, text: string, ttlSeconds: number): void {
+		if (this.#config.disableTTL) this.#store.store.set(sid, text, 0);
+		else if (ttlSeconds > 0) this.#store.store.set(sid, text, ttlSeconds * 1000);
+	}
+
 	touch(sid: string, session: SessionData): void {
 		if (!this.#config.disableTouch && !this.#config.disableTTL) this.#store.touch(sid, session);
 	}

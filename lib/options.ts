@@ -275,6 +275,16 @@ export const resolveStoreOptions = (options: ResilientStoreOptions = {}): StoreC
 };
 
 /**
+ * The time to live, in seconds, that express-session's touch will give a session it
+ * loaded and leaves unchanged: touching resets the cookie to its full `originalMaxAge`.
+ */
+export const renewedTtlSeconds = (config: Pick<StoreConfig, 'ttl'>, session: SessionData): number => {
+	if (typeof config.ttl === 'function') return config.ttl(session);
+	const maxAge = session?.cookie?.originalMaxAge;
+	return typeof maxAge === 'number' ? Math.ceil(maxAge / 1000) : config.ttl;
+};
+
+/**
  * A session's time to live in seconds, exactly as connect-redis computes it: the
  * `ttl` function if there is one, else until the cookie expires, else `ttl`.
  * Zero or less means the session has already expired.

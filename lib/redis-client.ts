@@ -49,6 +49,21 @@ export const isReplyError = (error: unknown): boolean =>
 	(error instanceof ErrorReply || REPLY_CLASSES.has((error as Error)?.constructor?.name)) &&
 	!UNAVAILABLE_REPLY.test((error as Error).message);
 
+const fromCaller = Symbol('resilient-session.from-caller');
+
+/**
+ * Marks an error raised by the caller's own code (a serializer that cannot parse a
+ * session, say): it reaches the caller, and trips no fallback, as Redis is fine.
+ */
+export const markCallerError = <E>(error: E): E => {
+	if (error !== null && typeof error === 'object') (error as Record<symbol, unknown>)[fromCaller] = true;
+	return error;
+};
+
+/** Whether `error` means Redis cannot serve: not a reply error, not the caller's own error. */
+export const isRedisFailure = (error: unknown): boolean =>
+	!isReplyError(error) && !(error as Record<symbol, unknown> | undefined)?.[fromCaller];
+
 export interface OwnedClientOptions {
 	readonly url: string;
 	readonly connectTimeoutMs: number;

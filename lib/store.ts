@@ -7,16 +7,92 @@ import { StoreClosedError } from './errors.js';
 import { type Attempt, type Backend, Failover } from './failover.js';
 import { OnceLogger } from './logger.js';
 import { MemorySide } from './memory-side.js';
-import { resolveStoreOptions, type ResilientStoreOptions, type StoreConfig, ttlSeconds } from './options.js';
+import {
+	renewedTtlSeconds,
+	resolveStoreOptions,
+	type ResilientStoreOptions,
+	type Serializer,
+	type StoreConfig,
+	ttlSeconds,
+} from './options.js';
 import { OutageJournal } from './outage-journal.js';
 import { markLoaded } from './request-session.js';
-import { connectInBackground, createOwnedClient, isReplyError, type RedisClient } from './redis-client.js';
+import {
+	connectInBackground,
+	createOwnedClient,
+	isReplyError,
+	markCallerError,
+	type RedisClient,
+} from './redis-client.js';
+import { RedisScript } from './redis-script.js';
 
 /** Bulk operations (`all`, `ids`, `length`, `clear`) scan every key: they get this many deadlines. */
 const BULK_DEADLINES = 20;
 
 /** Write-back sends this many commands at a time (node-redis pipelines them). */
 const WRITE_BACK_BATCH = 100;
+
+/**
+ * Reads a session and extends its expiry in one round trip, to the time to live that
+ * express-session's touch would give it at the end of the request: the cookie's full
+ * `originalMaxAge`, or the store's `ttl` for a cookie without one (ARGV[1]). The touch of
+ * an unchanged session then has nothing left to do. connect-redis needs two round trips
+ * for this (`GET`, then `EXPIRE` from touch), which is why reads do not go through it
+ * when sessions are JSON and `ttl` is a number. Returns `[text, ttl]`, or nil.
+ */
+const READ_AND_RENEW = new RedisScript(`
+local text = redis.call('GET', KEYS[1])
+if not text then return false end
+local ttl = tonumber(ARGV[1])
+local ok, session = pcall(cjson.decode, text)
+if ok and type(session) == 'table' and type(session.cookie) == 'table'
+	and type(session.cookie.originalMaxAge) == 'number' then
+	ttl = math.ceil(session.cookie.originalMaxAge / 1000)
+end
+if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
+return { text, ttl }
+`);
+
+/**
+ * When a session read from Redis was given its renewed expiry (epoch ms), carried from
+ * the read to express-session's touch on the session object, where it is not enumerable
+ * and so never serialized.
+ */
+const renewedUntil = Symbol('resilient-session.renewed-until');
+
+/** A touch within this much of the renewal made by the read is not sent again. */
+const RENEWAL_TOLERANCE_MS = 2_000;
+
+type Renewable = SessionData & { [renewedUntil]?: number };
+
+/** A session read from Redis: the text Redis holds, and how long it lives on. */
+interface Read {
+	readonly text: string;
+	readonly ttl: number;
+	/** Whether the read renewed the expiry itself. */
+	readonly renewed: boolean;
+	/** The session, when the read parsed it already. */
+	readonly session?: SessionData;
+}
+
+/** The caller's serializer, with its errors marked as the caller's (they trip no fallback). */
+const guardSerializer = (serializer: Serializer): Serializer => ({
+	parse(text) {
+		try {
+			const parsed = serializer.parse(text);
+			return parsed instanceof Promise ? parsed.catch((error: unknown) => Promise.reject(markCallerError(error))) : parsed;
+		} catch (error) {
+			throw markCallerError(error);
+		}
+	},
+	stringify(session) {
+		try {
+			return serializer.stringify(session);
+		} catch (error) {
+			throw markCallerError(error);
+		}
+	},
+});
 
 /** What one write-back did, as given to the `'writeback'` event. */
 export interface WriteBackResult {
@@ -87,6 +163,8 @@ export class ResilientStore extends Store {
 	readonly #ownsClient: boolean;
 	readonly #redis: RedisStore | undefined;
 	readonly #failover: Failover | undefined;
+	/** Whether reads renew the expiry in the same round trip (see `READ_AND_RENEW`). */
+	readonly #renewOnRead: boolean;
 	/** The marker last seen in Redis; a different or missing one means Redis lost its data. */
 	#epoch: string | undefined;
 	#closed = false;
@@ -102,6 +180,8 @@ export class ResilientStore extends Store {
 			this.#log,
 		);
 
+		this.#renewOnRead =
+			config.serializer === JSON && typeof config.ttl === 'number' && !config.disableTouch && !config.disableTTL;
 		this.#ownsClient = config.client === undefined && config.url !== undefined;
 		this.#client = this.#ownsClient
 			? createOwnedClient({
@@ -131,7 +211,7 @@ export class ResilientStore extends Store {
 			ttl: config.ttl,
 			disableTTL: config.disableTTL,
 			disableTouch: config.disableTouch,
-			serializer: config.serializer,
+			serializer: guardSerializer(config.serializer),
 			scanCount: config.scanCount,
 		});
 		this.#failover = new Failover({
@@ -179,9 +259,12 @@ export class ResilientStore extends Store {
 	 * the request so that the rate limit can tell a stored session from a new one.
 	 */
 	override createSession(...args: Parameters<Store['createSession']>): ReturnType<Store['createSession']> {
-		const [req] = args;
+		const [req, data] = args;
 		if (req.sessionID) markLoaded(req, req.sessionID);
-		return super.createSession(...args);
+		const session = super.createSession(...args);
+		const until = (data as Renewable)[renewedUntil];
+		if (until !== undefined) Object.defineProperty(session, renewedUntil, { value: until, writable: true });
+		return session;
 	}
 
 	/** A snapshot of the store's state. */
@@ -264,12 +347,40 @@ export class ResilientStore extends Store {
 		// Right after a recovery, what the outage changed may not be in Redis yet.
 		if (this.#journal.isDestroyed(sid)) return null;
 		if (this.#journal.hasPendingWrite(sid)) return this.#memory.get(sid);
-		const fromRedis = await this.#attempt<SessionData | null>('get', 'GET', () => this.#redis!.get(sid));
-		if (!fromRedis.served) return this.#memory.get(sid);
-		// Keep the memory side warm, and never let it serve a session Redis no longer has.
-		if (fromRedis.value) this.#memory.set(sid, fromRedis.value);
-		else this.#memory.destroy(sid);
-		return fromRedis.value ?? null;
+		const read = await this.#attempt('get', this.#renewOnRead ? 'GET+EXPIRE' : 'GET', () => this.#readRedis(sid));
+		if (!read.served) return this.#memory.get(sid);
+		// Never let the memory side serve a session Redis no longer has.
+		if (!read.value) {
+			this.#memory.destroy(sid);
+			return null;
+		}
+
+		const { text, ttl, renewed } = read.value;
+		// Parsed outside the failover: a session the serializer rejects is not a Redis failure.
+		const session: Renewable = read.value.session ?? (await this.#config.serializer.parse(text));
+		// Keep the memory side warm, for as long as Redis keeps the session.
+		this.#memory.keepWarm(sid, text, ttl);
+		if (renewed) session[renewedUntil] = Date.now() + ttl * 1000;
+		return session;
+	}
+
+	/** Reads `sid` from Redis: with its expiry renewed in the same round trip when it can be. */
+	async #readRedis(sid: string): Promise<Read | null> {
+		if (this.#renewOnRead) {
+			const reply = (await READ_AND_RENEW.run(this.#client!, [this.#config.prefix + sid], [this.#config.ttl as number])) as
+				| [string, number]
+				| null;
+			return reply && { text: reply[0], ttl: Number(reply[1]), renewed: true };
+		}
+
+		const session = (await this.#redis!.get(sid)) as SessionData | null;
+		if (!session) return null;
+		return {
+			text: this.#config.serializer.stringify(session),
+			session,
+			ttl: renewedTtlSeconds(this.#config, session),
+			renewed: false,
+		};
 	}
 
 	async #set(sid: string, session: SessionData): Promise<void> {
@@ -283,8 +394,14 @@ export class ResilientStore extends Store {
 		else if (this.#redis) this.#journal.written(sid);
 	}
 
-	async #touch(sid: string, session: SessionData): Promise<void> {
+	async #touch(sid: string, session: Renewable): Promise<void> {
 		this.#assertOpen('touch');
+		// The read renewed it already, in its own round trip.
+		const until = session[renewedUntil];
+		if (until !== undefined && Math.abs(Date.now() + ttlSeconds(this.#config, session) * 1000 - until) < RENEWAL_TOLERANCE_MS) {
+			return;
+		}
+
 		this.#memory.touch(sid, session);
 		if (this.#config.disableTouch || this.#config.disableTTL) return;
 		const result = await this.#attempt('touch', 'EXPIRE', () => this.#redis!.touch(sid, session));
@@ -418,7 +535,9 @@ export class ResilientStore extends Store {
 		await this.#inBatches(sessions, async (session) => {
 			const { id, ...data } = session;
 			if (this.#journal.isDestroyed(id)) return;
-			const ttl = ttlSeconds(this.#config, data);
+			// A warm copy holds the session as last written, with the cookie of then: it
+			// lives on as long as a touch would have kept it.
+			const ttl = renewedTtlSeconds(this.#config, data);
 			if (!disableTTL && ttl <= 0) return;
 			// Hand-written because connect-redis has no "set if absent".
 			const written = await this.#writeOne(counts, 'SET NX', () =>

@@ -17,6 +17,11 @@ export class TcpProxy {
 	#latencyMs = 0;
 	/** Connections accepted since the proxy started. */
 	connections = 0;
+	/**
+	 * Chunks sent on to the server. Commands the client sends one after the other, each
+	 * awaiting its answer, arrive as separate chunks: this counts round trips.
+	 */
+	chunksToServer = 0;
 
 	private constructor(targetPort: number) {
 		this.#targetPort = targetPort;
@@ -85,12 +90,13 @@ export class TcpProxy {
 			});
 		}
 
-		this.#pipe(client, upstream);
+		this.#pipe(client, upstream, () => this.chunksToServer++);
 		this.#pipe(upstream, client);
 	}
 
-	#pipe(from: net.Socket, to: net.Socket): void {
+	#pipe(from: net.Socket, to: net.Socket, onChunk?: () => void): void {
 		from.on('data', (chunk) => {
+			onChunk?.();
 			const deliver = () => {
 				if (!to.destroyed) to.write(chunk);
 			};

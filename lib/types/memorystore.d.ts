@@ -22,7 +22,7 @@ declare module 'memorystore' {
 		clear(callback?: Callback): void;
 		stopInterval(): void;
 		/** The LRU cache that holds the sessions. */
-		readonly store: { readonly itemCount: number };
+		readonly store: { readonly itemCount: number; set(key: string, value: string, maxAgeMs: number): boolean };
 	}
 
 	const memorystore: (session: { Store: typeof Store }) => new (options?: MemoryStoreOptions) => MemoryStore;

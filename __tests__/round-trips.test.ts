@@ -1,0 +1,95 @@
+import type { SessionData } from 'express-session';
+import request from 'supertest';
+import { ResilientStore, type ResilientStoreOptions, silentLogger } from '../lib/index.js';
+import { createApp } from './helpers/app.js';
+import { RedisServer } from './helpers/redis-server.js';
+import { TcpProxy } from './helpers/tcp-proxy.js';
+
+let redis: RedisServer;
+let proxy: TcpProxy;
+const stores: ResilientStore[] = [];
+
+beforeAll(async () => {
+	redis = await RedisServer.start();
+	proxy = await TcpProxy.start(redis.port);
+});
+
+afterEach(async () => {
+	await Promise.all(stores.splice(0).map((store) => store.close()));
+});
+
+afterAll(async () => {
+	await proxy.close();
+	await redis.kill();
+});
+
+const HOUR_MS = 3_600_000;
+
+/** An app on a store that reaches Redis through the counting proxy, with a logged-in user. */
+const loggedIn = async (options: ResilientStoreOptions = {}) => {
+	const store = new ResilientStore({ url: proxy.url, logger: silentLogger, ...options });
+	stores.push(store);
+	const app = createApp(store, { cookie: { maxAge: HOUR_MS } });
+	const agent = request.agent(app);
+	const { id } = (await agent.post('/login?user=ann').expect(200)).body;
+	// The first read on a server also loads the read script into it.
+	await agent.get('/whoami').expect(200);
+	// Pretend the session was last renewed long ago.
+	await redis.command('EXPIRE', `sess:${id}`, '60');
+	return { agent, id, store };
+};
+
+/** Round trips to Redis that `step` causes. */
+const roundTrips = async (step: () => Promise<unknown>) => {
+	const before = proxy.chunksToServer;
+	await step();
+	return proxy.chunksToServer - before;
+};
+
+describe('Redis round trips per request', () => {
+	it('reads an unchanged session and renews its expiry in one round trip', async () => {
+		const { agent, id } = await loggedIn();
+		expect(await roundTrips(() => agent.get('/whoami').expect(200, /"user":"ann"/))).toBe(1);
+		expect(Number(await redis.command('TTL', `sess:${id}`))).toBeGreaterThan(HOUR_MS / 1000 - 10);
+	});
+
+	it('writes a changed session with one SET after the read', async () => {
+		const { agent, id } = await loggedIn();
+		expect(await roundTrips(() => agent.get('/count').expect(200))).toBe(2);
+		expect(JSON.parse((await redis.command('GET', `sess:${id}`)) as string)).toMatchObject({ views: 1 });
+	});
+
+	it('sends the touch itself when the handler changed the cookie lifetime', async () => {
+		const store = new ResilientStore({ url: proxy.url, logger: silentLogger });
+		stores.push(store);
+		const app = createApp(store, { cookie: { maxAge: HOUR_MS } });
+		app.get('/remember-me', (req, res) => {
+			req.session.cookie.maxAge = 24 * HOUR_MS;
+			res.json({ ok: true });
+		});
+		const agent = request.agent(app);
+		const { id } = (await agent.post('/login?user=bea').expect(200)).body;
+		expect(await roundTrips(() => agent.get('/remember-me').expect(200))).toBe(2);
+		expect(Number(await redis.command('TTL', `sess:${id}`))).toBeGreaterThan((24 * HOUR_MS) / 1000 - 10);
+	});
+
+	it('reads and touches in two round trips, as connect-redis does, with a custom serializer', async () => {
+		const serializer = { parse: (text: string) => JSON.parse(text) as SessionData, stringify: JSON.stringify };
+		const { agent, id } = await loggedIn({ serializer });
+		expect(await roundTrips(() => agent.get('/whoami').expect(200, /"user":"ann"/))).toBe(2);
+		expect(Number(await redis.command('TTL', `sess:${id}`))).toBeGreaterThan(HOUR_MS / 1000 - 10);
+	});
+
+	it('never extends a session on read with disableTouch', async () => {
+		const { agent, id } = await loggedIn({ disableTouch: true });
+		expect(await roundTrips(() => agent.get('/whoami').expect(200, /"user":"ann"/))).toBe(1);
+		expect(Number(await redis.command('TTL', `sess:${id}`))).toBeLessThanOrEqual(60);
+	});
+
+	it('reports a session its serializer cannot parse as an error, without falling back', async () => {
+		const { agent, id, store } = await loggedIn();
+		await redis.command('SET', `sess:${id}`, '{not json', 'EX', '60');
+		await agent.get('/whoami').expect(500);
+		expect(store.backend).toBe('redis');
+	});
+});
