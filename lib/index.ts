@@ -4,6 +4,19 @@ export type { Backend } from './failover.js';
 export { storeDefaults } from './options.js';
 export type { MemoryOptions, ResilientStoreOptions, Serializer } from './options.js';
 export type { RedisClient } from './redis-client.js';
+export { rateLimit, rateLimitDefaults } from './rate-limit.js';
+export type { RateLimitConfig, RateLimitHandler, RateLimitMessage, RateLimitOptions } from './rate-limit.js';
+export { ipKeyGenerator } from 'express-rate-limit';
+export { loginGuard, loginGuardDefaults, normalizeUsername } from './login-guard.js';
+export type {
+	LockoutInfo,
+	LockoutScope,
+	LoginAttempt,
+	LoginGuard,
+	LoginGuardMemoryOptions,
+	LoginGuardOptions,
+	LoginOutcome,
+} from './login-guard.js';
 export { silentLogger } from './logger.js';
 export type { Logger } from './logger.js';
 export {
