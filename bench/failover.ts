@@ -14,6 +14,7 @@
  */
 import http from 'node:http';
 import { storeDefaults } from '../lib/index.js';
+import { othersShare, sampleCpu } from './cpu-usage.js';
 import { sleep, wallClockMs } from './processes.js';
 import { BenchRedis, freePort } from './redis-server.js';
 import { logIn, type StoreEvent, startServer } from './server-process.js';
@@ -75,6 +76,8 @@ export interface FailoverResult {
 	readonly writeBack: unknown;
 	readonly servedByMemory: number;
 	readonly buckets: Bucket[];
+	/** Share of the machine's CPU other processes took during the run (Linux only). */
+	readonly othersCpu: number | undefined;
 }
 
 export const defaultFailoverOptions: FailoverOptions = Object.freeze({
@@ -199,6 +202,7 @@ export const runFailover = async (options: FailoverOptions, log: (line: string) 
 		// Warm-up: the same mix for a second, not recorded.
 		await steadyLoad(server.port, cookies, { ...options, durationS: 1 }, wallClockMs());
 
+		const cpuBefore = sampleCpu();
 		const t0 = wallClockMs();
 		let killedAt = Number.NaN;
 		let restartedAt = Number.NaN;
@@ -213,6 +217,7 @@ export const runFailover = async (options: FailoverOptions, log: (line: string) 
 			log(`failover: Redis accepting connections again at ${((restartedAt - t0) / 1000).toFixed(2)} s`);
 		})();
 		const records = await steadyLoad(server.port, cookies, options, t0);
+		const othersCpu = othersShare(cpuBefore, sampleCpu());
 		await faults;
 		// A recovery still under way when the load ends is given a little longer.
 		const waitUntil = wallClockMs() + 3_000;
@@ -243,6 +248,7 @@ export const runFailover = async (options: FailoverOptions, log: (line: string) 
 			writeBack: writeBack?.detail,
 			servedByMemory: records.filter((record) => record.backend === 'memory').length,
 			buckets: bucketize(records, options),
+			othersCpu,
 		};
 	} finally {
 		await server.stop();

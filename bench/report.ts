@@ -8,7 +8,7 @@ import type { MemoryRunResult } from './memory.js';
 import { formatMs, formatNumber, markdownTable } from './stats.js';
 import type { StoreOpsResult } from './store-ops.js';
 import { BASELINE, STORE_LABELS, type StoreKind } from './stores.js';
-import type { Census, ThroughputResult } from './throughput.js';
+import type { Census, StoreResult, ThroughputResult } from './throughput.js';
 
 /** Where and on what the figures were measured. */
 export interface RunInfo {
@@ -23,6 +23,17 @@ export interface RunInfo {
 export const runInfoLine = (info: RunInfo): string =>
 	`Measured ${info.date} at ${info.commit}; Node ${info.node}, redis-server ${info.redis}, ${info.cpus}; ` +
 	`load average before the run ${info.loadAverage}.`;
+
+const percent = (share: number): string => `${(share * 100).toFixed(share < 0.1 ? 1 : 0)} %`;
+
+/** What other processes took of the machine's CPU meanwhile: the figures' reliability. */
+export const othersCpuText = (shares: readonly (number | undefined)[]): string => {
+	const measured = shares.filter((share): share is number => share !== undefined);
+	if (measured.length === 0) return 'not measured (no /proc)';
+	const mean = measured.reduce((sum, share) => sum + share, 0) / measured.length;
+	const worst = Math.max(...measured);
+	return measured.length === 1 ? percent(mean) : `mean ${percent(mean)}, worst round ${percent(worst)}`;
+};
 
 /** `1` → `1`, `0.5` → `0.5`, `1.004` → `1` (two decimals at most). */
 const perRequest = (value: number): string => String(Number(value.toFixed(2)));
@@ -39,6 +50,13 @@ const censusCell = (census: Census | undefined): string => {
 	const sent = commandList(census.sent) || 'none';
 	const scripts = commandList(census.inScripts);
 	return scripts ? `${sent} (in scripts: ${scripts})` : sent;
+};
+
+const repeatedText = (stores: readonly StoreResult[]): string => {
+	const repeated = stores.filter((store) => store.repeatedRounds > 0);
+	if (repeated.length === 0) return '.';
+	const list = repeated.map((store) => `${STORE_LABELS[store.kind]} ${store.repeatedRounds}`).join(', ');
+	return `; rounds measured again because other processes took over 10 % of the CPU: ${list}.`;
 };
 
 export const throughputMarkdown = (result: ThroughputResult, info: RunInfo): string => {
@@ -60,6 +78,8 @@ export const throughputMarkdown = (result: ThroughputResult, info: RunInfo): str
 		'  sent one at a time; commands run inside Lua scripts are listed apart. Each command sent is one',
 		'  round trip unless the client pipelines them.',
 		'- **non-2xx**: responses that were not 2xx, plus connection errors, over every round.',
+		"- **other processes**: the share of the machine's CPU that processes other than the benchmark took",
+		'  during the measured rounds (a round above 10 % is measured again, a few times at most).',
 		'',
 		runInfoLine(info),
 		'',
@@ -96,6 +116,9 @@ export const throughputMarkdown = (result: ThroughputResult, info: RunInfo): str
 				'lrrrrrlr',
 			),
 			'',
+			`Other processes: ${othersCpuText(stores.flatMap((store) => store.rounds.map((round) => round.othersCpu)))}` +
+				repeatedText(stores),
+			'',
 		);
 	}
 
@@ -112,6 +135,7 @@ export const storeOpsMarkdown = (result: StoreOpsResult, info: RunInfo): string 
 		'Latencies in microseconds over every timed call.',
 		'',
 		runInfoLine(info),
+		`Other processes took ${othersCpuText([result.othersCpu])} of the machine's CPU meanwhile.`,
 		'',
 		markdownTable(
 			['store', 'operation', 'calls', 'p50 µs', 'p99 µs', 'mean µs', 'max µs'],
@@ -185,6 +209,7 @@ export const failoverSummary = (result: FailoverResult): string[] => {
 		`- Redis killed at ${seconds(result.killedAtMs)}; 'fallback' at ${seconds(result.fallbackAtMs)} (${result.killToFallbackMs === undefined ? 'none' : `${Math.round(result.killToFallbackMs)} ms after the kill`}).`,
 		`- Redis accepting connections again at ${seconds(result.restartedAtMs)}; 'recover' at ${seconds(result.recoverAtMs)}: **${result.restartToRecoverMs === undefined ? 'no recovery' : `${Math.round(result.restartToRecoverMs)} ms`}** from Redis's return to the store back on Redis.`,
 		`- Write-back on recovery: ${result.writeBack === undefined ? 'none reported' : `\`${JSON.stringify(result.writeBack)}\``}.`,
+		`- Other processes took ${othersCpuText([result.othersCpu])} of the machine's CPU during the run.`,
 	];
 };
 
@@ -265,7 +290,7 @@ export const evaluateTargets = (results: AllResults): TargetRow[] => {
 			resilientCensus
 				? {
 						target: 'read-only request: one Redis round trip',
-						measured: `${perRequest(resilientCensus.sentTotal)} commands sent (${commandList(resilientCensus.sent)}); connect-redis: ${baselineCensus ? `${perRequest(baselineCensus.sentTotal)} (${commandList(baselineCensus.sent)})` : '–'}`,
+						measured: `${perRequest(resilientCensus.sentTotal)} command(s) sent (${commandList(resilientCensus.sent)}); connect-redis: ${baselineCensus ? `${perRequest(baselineCensus.sentTotal)} (${commandList(baselineCensus.sent)})` : '–'}`,
 						met: resilientCensus.sentTotal <= 1.005,
 					}
 				: { target: 'read-only request: one Redis round trip', measured: 'not run', met: undefined },
@@ -341,11 +366,27 @@ export const evaluateTargets = (results: AllResults): TargetRow[] => {
 	return rows;
 };
 
-export const targetsMarkdown = (rows: readonly TargetRow[], info: RunInfo): string =>
+/** One line on how much other processes disturbed each part that ran. */
+export const disturbanceLine = (results: AllResults): string => {
+	const parts: string[] = [];
+	if (results.throughput) {
+		const shares = results.throughput.scenarios.flatMap((scenario) =>
+			scenario.stores.flatMap((store) => store.rounds.map((round) => round.othersCpu)),
+		);
+		parts.push(`throughput ${othersCpuText(shares)}`);
+	}
+
+	if (results.storeOps) parts.push(`store operations ${othersCpuText([results.storeOps.othersCpu])}`);
+	if (results.failover) parts.push(`failover ${othersCpuText([results.failover.othersCpu])}`);
+	return `Other processes' share of the CPU while measuring: ${parts.join('; ')}.`;
+};
+
+export const targetsMarkdown = (rows: readonly TargetRow[], info: RunInfo, results: AllResults): string =>
 	[
 		'# Targets',
 		'',
 		runInfoLine(info),
+		disturbanceLine(results),
 		'',
 		markdownTable(
 			['target', 'measured', 'met'],

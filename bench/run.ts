@@ -85,6 +85,7 @@ const parseOptions = () => {
 			connections: number(values.connections, 16),
 			sessions: 64,
 			censusRequests: quick ? 20 : 100,
+			maxRepeats: quick ? 0 : 4,
 		},
 		storeOps: { rounds: quick ? 2 : 5, callsPerRound: quick ? 500 : 3_000, sessions: 100 },
 		memory: { sessions: 10_000, repeats: quick ? 1 : 2 },
@@ -180,7 +181,8 @@ const main = async (): Promise<void> => {
 	}
 
 	const targets = evaluateTargets(results);
-	if (PARTS.every((part) => options.parts.has(part))) documents.set('targets.md', targetsMarkdown(targets, info));
+	if (PARTS.every((part) => options.parts.has(part)))
+		documents.set('targets.md', targetsMarkdown(targets, info, results));
 
 	if (!options.quick) {
 		mkdirSync(RESULTS, { recursive: true });
@@ -200,7 +202,13 @@ const main = async (): Promise<void> => {
 
 	// A partial run: only the targets of the parts that ran.
 	if (!documents.has('targets.md')) {
-		console.log(targetsMarkdown(targets.filter((row) => row.measured !== 'not run'), info));
+		console.log(
+			targetsMarkdown(
+				targets.filter((row) => row.measured !== 'not run'),
+				info,
+				results,
+			),
+		);
 	}
 	process.exit(0);
 };

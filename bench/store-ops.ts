@@ -8,6 +8,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { SessionData, Store } from 'express-session';
+import { type CpuSample, othersShare, sampleCpu } from './cpu-usage.js';
 import { latencySummary } from './stats.js';
 import {
 	buildStore,
@@ -45,6 +46,8 @@ export interface OperationResult {
 export interface StoreOpsResult {
 	readonly options: StoreOpsOptions;
 	readonly results: OperationResult[];
+	/** Share of the machine's CPU other processes took during the timed rounds (Linux only). */
+	readonly othersCpu: number | undefined;
 }
 
 /** express-session's callback API as a promise, the way express-session itself calls stores. */
@@ -91,8 +94,10 @@ export const runStoreOps = async (
 		}
 
 		const samples = new Map<string, number[]>();
+		let cpuBefore: CpuSample | undefined;
 		// Round 0 warms up and is not counted.
 		for (let round = 0; round <= options.rounds; round++) {
+			if (round === 1) cpuBefore = sampleCpu();
 			for (const built of stores) {
 				for (const operation of OPERATIONS) {
 					const durations = await timeCalls(built, operation, sessions, options.callsPerRound);
@@ -105,6 +110,7 @@ export const runStoreOps = async (
 			if (round > 0) log(`store-ops: round ${round}/${options.rounds}`);
 		}
 
+		const othersCpu = othersShare(cpuBefore, sampleCpu());
 		const results: OperationResult[] = [];
 		for (const built of stores) {
 			for (const operation of OPERATIONS) {
@@ -123,7 +129,7 @@ export const runStoreOps = async (
 			}
 		}
 
-		return { options, results };
+		return { options, results, othersCpu };
 	} finally {
 		await Promise.all(stores.map((built) => built.close()));
 	}
