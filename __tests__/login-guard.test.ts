@@ -489,6 +489,9 @@ describe('loginGuard hooks and administration', () => {
 			['maxFailuresPerIp', { store, maxFailuresPerIp: 0 }],
 			['ipWindowMs', { store, ipWindowMs: 0 }],
 			['ipv6Subnet', { store, ipv6Subnet: 129 }],
+			// express-rate-limit's rule, as rateLimit() applies it: 32 to 64.
+			['ipv6Subnet', { store, ipv6Subnet: 128 }],
+			['ipv6Subnet', { store, ipv6Subnet: 16 }],
 			['username', { store, username: 42 }],
 			['prefix', { store, prefix: '{login}:' }],
 			['message', { store, message: 429 }],

@@ -4,7 +4,15 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { ipKeyGenerator } from 'express-rate-limit';
 import type { Attempt, Failover } from './failover.js';
 import { type Logger, OnceLogger } from './logger.js';
-import { checkInteger, checkLogger, describe } from './options.js';
+import {
+	checkFunction,
+	checkInteger,
+	checkIpv6Subnet,
+	checkLogger,
+	checkObject,
+	checkString,
+	invalidOption,
+} from './options.js';
 import { isReplyError, type RedisClient } from './redis-client.js';
 import { RedisScript } from './redis-script.js';
 import { ResilientStore } from './store.js';
@@ -144,8 +152,9 @@ export interface LoginGuardOptions {
 	readonly ipWindowMs?: number;
 	/**
 	 * IPv6 clients are counted per subnet of this prefix length, since one client
-	 * usually holds a whole subnet; `false` counts each address. RIPE-690 assigns end
-	 * sites a /56 or a /48; the same default as express-rate-limit.
+	 * usually holds a whole subnet; `false` counts each address. From 32 to 64, as in
+	 * express-rate-limit. RIPE-690 assigns end sites a /56 or a /48; the same default as
+	 * express-rate-limit.
 	 * @default 56
 	 */
 	readonly ipv6Subnet?: number | false;
@@ -235,52 +244,31 @@ interface LoginGuardConfig {
 /** NIST SP 800-63B §5.2.2: no more than 100 consecutive failures on one account. */
 const NIST_MAX_FAILURES = 100;
 
-const invalid = (option: string, expected: string, value: unknown): never => {
-	throw new TypeError(`resilient-session: \`${option}\` must be ${expected}; got ${describe(value)}`);
-};
-
-const checkString = (option: string, value: unknown): string =>
-	typeof value === 'string' ? value : invalid(option, 'a string', value);
-
 /** Resolves the options once into a fully required, checked config. */
 const resolveLoginGuardOptions = (options: LoginGuardOptions): LoginGuardConfig => {
-	if (options === null || typeof options !== 'object' || Array.isArray(options)) {
-		invalid('options', 'an object with at least `store`', options);
-	}
-
+	checkObject('options', options, 'an object with at least `store`');
 	const pick = <K extends keyof typeof loginGuardDefaults>(key: K) => options[key] ?? loginGuardDefaults[key];
 
-	if (!(options.store instanceof ResilientStore)) invalid('store', 'a ResilientStore', options.store);
+	if (!(options.store instanceof ResilientStore)) invalidOption('store', 'a ResilientStore', options.store);
 
 	const username = pick('username');
 	if (typeof username !== 'function' && (typeof username !== 'string' || username === '')) {
-		invalid('username', 'a field name of req.body or a function of the request', username);
+		invalidOption('username', 'a field name of req.body or a function of the request', username);
 	}
 
 	const lockoutFactor = pick('lockoutFactor');
 	if (typeof lockoutFactor !== 'number' || !Number.isFinite(lockoutFactor) || lockoutFactor < 1) {
-		invalid('lockoutFactor', 'a number of at least 1', lockoutFactor);
+		invalidOption('lockoutFactor', 'a number of at least 1', lockoutFactor);
 	}
 
 	const lockoutMs = checkInteger('lockoutMs', pick('lockoutMs'), 1);
 	const maxLockoutMs = checkInteger('maxLockoutMs', pick('maxLockoutMs'), 1);
-	if (maxLockoutMs < lockoutMs) invalid('maxLockoutMs', `at least \`lockoutMs\` (${lockoutMs})`, maxLockoutMs);
-
-	const ipv6Subnet = pick('ipv6Subnet');
-	if (ipv6Subnet !== false) checkInteger('ipv6Subnet', ipv6Subnet, 1);
-	if (typeof ipv6Subnet === 'number' && ipv6Subnet > 128) invalid('ipv6Subnet', 'at most 128 or false', ipv6Subnet);
+	if (maxLockoutMs < lockoutMs) invalidOption('maxLockoutMs', `at least \`lockoutMs\` (${lockoutMs})`, maxLockoutMs);
 
 	const prefix = checkString('prefix', pick('prefix'));
-	if (/[{}]/.test(prefix)) invalid('prefix', 'a string without braces (they would become the hash tag)', prefix);
+	if (/[{}]/.test(prefix)) invalidOption('prefix', 'a string without braces (they would become the hash tag)', prefix);
 
-	if (options.onLockout !== undefined && typeof options.onLockout !== 'function') {
-		invalid('onLockout', 'a function', options.onLockout);
-	}
-
-	const memory = options.memory ?? {};
-	if (memory === null || typeof memory !== 'object' || Array.isArray(memory)) {
-		invalid('memory', 'an object', memory);
-	}
+	const memory: LoginGuardMemoryOptions = checkObject('memory', options.memory ?? {});
 
 	const config: LoginGuardConfig = Object.freeze({
 		store: options.store,
@@ -294,10 +282,10 @@ const resolveLoginGuardOptions = (options: LoginGuardOptions): LoginGuardConfig 
 		usernameWindowMs: checkInteger('usernameWindowMs', pick('usernameWindowMs'), 1),
 		maxFailuresPerIp: checkInteger('maxFailuresPerIp', pick('maxFailuresPerIp'), 1),
 		ipWindowMs: checkInteger('ipWindowMs', pick('ipWindowMs'), 1),
-		ipv6Subnet,
+		ipv6Subnet: checkIpv6Subnet(pick('ipv6Subnet')),
 		prefix,
 		message: checkString('message', pick('message')),
-		onLockout: options.onLockout,
+		onLockout: options.onLockout === undefined ? undefined : checkFunction('onLockout', options.onLockout),
 		memory: Object.freeze({
 			max: checkInteger('memory.max', memory.max ?? loginGuardDefaults.memory.max, 1),
 		}),
@@ -1311,10 +1299,10 @@ export const loginGuard = (options: LoginGuardOptions): LoginGuard => {
 	return Object.assign(middleware, {
 		reset: async (username: string, ip?: string): Promise<void> => {
 			if (typeof username !== 'string' || normalizeUsername(username) === '') {
-				invalid('username', 'a non-empty string', username);
+				invalidOption('username', 'a non-empty string', username);
 			}
 
-			if (ip !== undefined && typeof ip !== 'string') invalid('ip', 'a string', ip);
+			if (ip !== undefined) checkString('ip', ip);
 			await counts.reset(
 				normalizeUsername(username),
 				ip === undefined ? undefined : addressKey(ip, config.ipv6Subnet),

@@ -160,6 +160,7 @@ export interface StoreConfig {
 	readonly logger: Logger;
 }
 
+/** How a value appears in the message of an option's `TypeError`. */
 export const describe = (value: unknown): string => {
 	if (typeof value === 'string') return JSON.stringify(value);
 	if (typeof value === 'function') return 'a function';
@@ -169,31 +170,58 @@ export const describe = (value: unknown): string => {
 	return String(value);
 };
 
-const fail = (option: string, expected: string, value: unknown): never => {
+/** Throws the `TypeError` of a bad option: what `option` must be, and what it got. */
+export const invalidOption = (option: string, expected: string, value: unknown): never => {
 	throw new TypeError(`resilient-session: \`${option}\` must be ${expected}; got ${describe(value)}`);
 };
 
 /** Throws a `TypeError` naming `option` unless `value` is a whole number ≥ `min`. */
 export const checkInteger = (option: string, value: unknown, min: number): number => {
 	if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
-		fail(option, `a whole number of at least ${min}`, value);
+		invalidOption(option, `a whole number of at least ${min}`, value);
 	}
 
 	return value as number;
 };
 
-export const checkBoolean = (option: string, value: unknown): boolean =>
-	typeof value === 'boolean' ? value : fail(option, 'true or false', value);
+/** Throws a `TypeError` naming `option` unless `value` is a whole number from `min` to `max`. */
+export const checkIntegerIn = (option: string, value: unknown, min: number, max: number): number =>
+	typeof value === 'number' && Number.isInteger(value) && value >= min && value <= max
+		? value
+		: invalidOption(option, `a whole number from ${min} to ${max}`, value);
 
-const checkObject = (option: string, value: unknown): Record<string, unknown> =>
+export const checkBoolean = (option: string, value: unknown): boolean =>
+	typeof value === 'boolean' ? value : invalidOption(option, 'true or false', value);
+
+/** Throws a `TypeError` naming `option` unless `value` is a plain object (not null, not an array). */
+export const checkObject = (option: string, value: unknown, expected = 'an object'): Record<string, unknown> =>
 	value !== null && typeof value === 'object' && !Array.isArray(value)
 		? (value as Record<string, unknown>)
-		: fail(option, 'an object', value);
+		: invalidOption(option, expected, value);
+
+/** Throws a `TypeError` naming `option` unless `value` is a string (a non-empty one with `nonEmpty`). */
+export const checkString = (option: string, value: unknown, nonEmpty = false): string =>
+	typeof value === 'string' && (!nonEmpty || value !== '')
+		? value
+		: invalidOption(option, nonEmpty ? 'a non-empty string' : 'a string', value);
+
+/** Throws a `TypeError` naming `option` unless `value` is a function. */
+export const checkFunction = <T>(option: string, value: T): T =>
+	typeof value === 'function' ? value : invalidOption(option, 'a function', value);
+
+/**
+ * Checks the IPv6 prefix length that counts as one client: a whole number from 32 to
+ * 64, or `false` for whole addresses. The same rule as express-rate-limit's: a longer
+ * prefix lets one client rotate through the addresses it owns, a shorter one lumps
+ * many clients together.
+ */
+export const checkIpv6Subnet = (value: unknown): number | false =>
+	value === false ? false : checkIntegerIn('ipv6Subnet', value, 32, 64);
 
 export const checkLogger = (value: unknown): Logger => {
 	const logger = checkObject('logger', value);
 	if (typeof logger.warn !== 'function' || typeof logger.error !== 'function') {
-		fail('logger', 'an object with warn() and error() methods', value);
+		invalidOption('logger', 'an object with warn() and error() methods', value);
 	}
 
 	return logger as unknown as Logger;
@@ -201,7 +229,7 @@ export const checkLogger = (value: unknown): Logger => {
 
 const checkUrl = (option: string, value: unknown): string => {
 	if (typeof value !== 'string' || !/^rediss?:\/\/./.test(value)) {
-		fail(option, 'a redis:// or rediss:// URL', value);
+		invalidOption(option, 'a redis:// or rediss:// URL', value);
 	}
 
 	return value as string;
@@ -217,7 +245,7 @@ export const resolveStoreOptions = (options: ResilientStoreOptions = {}): StoreC
 	}
 
 	if (given.client !== undefined && !isRedisClient(given.client)) {
-		fail('client', 'a node-redis client (createClient, createCluster or createSentinel)', given.client);
+		invalidOption('client', 'a node-redis client (createClient, createCluster or createSentinel)', given.client);
 	}
 
 	const url =
@@ -229,7 +257,7 @@ export const resolveStoreOptions = (options: ResilientStoreOptions = {}): StoreC
 
 	const ttl = pick('ttl');
 	if (typeof ttl !== 'function' && (typeof ttl !== 'number' || !Number.isFinite(ttl) || ttl <= 0)) {
-		fail('ttl', 'a positive number of seconds or a function returning one', ttl);
+		invalidOption('ttl', 'a positive number of seconds or a function returning one', ttl);
 	}
 
 	const serializer = pick('serializer');
@@ -239,11 +267,10 @@ export const resolveStoreOptions = (options: ResilientStoreOptions = {}): StoreC
 		typeof serializer.parse !== 'function' ||
 		typeof serializer.stringify !== 'function'
 	) {
-		fail('serializer', 'an object with parse() and stringify() methods', serializer);
+		invalidOption('serializer', 'an object with parse() and stringify() methods', serializer);
 	}
 
-	const prefix = pick('prefix');
-	if (typeof prefix !== 'string') fail('prefix', 'a string', prefix);
+	const prefix = checkString('prefix', pick('prefix'));
 
 	const memory = checkObject('memory', given.memory ?? {}) as MemoryOptions;
 

@@ -17,7 +17,17 @@ import {
 import { RedisStore, type RedisReply, type SendCommandClusterDetails } from 'rate-limit-redis';
 import type { Attempt, Failover } from './failover.js';
 import { type Logger, OnceLogger } from './logger.js';
-import { checkBoolean, checkInteger, checkLogger, describe } from './options.js';
+import {
+	checkBoolean,
+	checkFunction,
+	checkInteger,
+	checkIntegerIn,
+	checkIpv6Subnet,
+	checkLogger,
+	checkObject,
+	checkString,
+	invalidOption,
+} from './options.js';
 import { isCluster, isReplyError, type RedisClient } from './redis-client.js';
 import { RedisScript } from './redis-script.js';
 import { storedSessionId } from './request-session.js';
@@ -261,30 +271,13 @@ const MAX_WINDOW_MS = 2 ** 31 - 1;
 
 const DRAFTS: readonly unknown[] = ['draft-6', 'draft-7', 'draft-8'];
 
-const fail = (option: string, expected: string, value: unknown): never => {
-	throw new TypeError(`resilient-session: \`${option}\` must be ${expected}; got ${describe(value)}`);
-};
-
-const checkFunction = <T>(option: string, value: T): T =>
-	typeof value === 'function' ? value : fail(option, 'a function', value);
-
-const checkIntegerIn = (option: string, value: unknown, min: number, max: number): number =>
-	typeof value === 'number' && Number.isInteger(value) && value >= min && value <= max
-		? value
-		: fail(option, `a whole number from ${min} to ${max}`, value);
-
 const checkIntegerOrFunction = <T>(option: string, value: T, min: number): T => {
 	if (typeof value !== 'function' && (typeof value !== 'number' || !Number.isInteger(value) || value < min)) {
-		fail(option, `a whole number of at least ${min} or a function returning one`, value);
+		invalidOption(option, `a whole number of at least ${min} or a function returning one`, value);
 	}
 
 	return value;
 };
-
-const checkString = (option: string, value: unknown, allowEmpty: boolean): string =>
-	typeof value === 'string' && (allowEmpty || value !== '')
-		? value
-		: fail(option, allowEmpty ? 'a string' : 'a non-empty string', value);
 
 /** express-rate-limit's handler is not exported; this is the same: status, then message. */
 const sendMessage: RateLimitHandler = async (request, response, _next, options) => {
@@ -299,10 +292,7 @@ const statusBelow400: ValueDeterminingMiddleware<boolean> = (_request, response)
 
 /** Resolves the options once into a fully required, checked config. */
 export const resolveRateLimitOptions = (options: RateLimitOptions): RateLimitConfig => {
-	if (options === null || typeof options !== 'object' || Array.isArray(options)) {
-		fail('options', 'an object with at least `store`', options);
-	}
-
+	checkObject('options', options, 'an object with at least `store`');
 	for (const name of Object.keys(options)) {
 		if (!Object.hasOwn(KNOWN_OPTIONS, name)) {
 			const hint = NOT_HERE[name] ? ` (${NOT_HERE[name]})` : '';
@@ -314,33 +304,29 @@ export const resolveRateLimitOptions = (options: RateLimitOptions): RateLimitCon
 	const pick = <K extends keyof typeof rateLimitDefaults>(key: K) => given[key] ?? rateLimitDefaults[key];
 
 	if (!(given.store instanceof ResilientStore)) {
-		fail('store', 'the ResilientStore that session() uses', given.store);
+		invalidOption('store', 'the ResilientStore that session() uses', given.store);
 	}
 
 	const limit = checkIntegerOrFunction('limit', pick('limit'), 0);
 	const message = pick('message');
 	if (typeof message !== 'string' && typeof message !== 'function' && (typeof message !== 'object' || message === null)) {
-		fail('message', 'a string, an object or a function returning one', message);
+		invalidOption('message', 'a string, an object or a function returning one', message);
 	}
 
 	const ipv6Subnet = pick('ipv6Subnet');
-	if (ipv6Subnet !== false && typeof ipv6Subnet !== 'function') {
-		checkIntegerIn('ipv6Subnet', ipv6Subnet, 32, 64);
-	}
+	if (typeof ipv6Subnet !== 'function') checkIpv6Subnet(ipv6Subnet);
 
 	let standardHeaders = pick('standardHeaders');
 	if (standardHeaders === true) standardHeaders = 'draft-6';
 	if (standardHeaders !== false && !DRAFTS.includes(standardHeaders)) {
-		fail('standardHeaders', "'draft-8', 'draft-7', 'draft-6', true or false", standardHeaders);
+		invalidOption('standardHeaders', "'draft-8', 'draft-7', 'draft-6', true or false", standardHeaders);
 	}
 
 	const identifier = given.identifier;
-	if (identifier !== undefined && typeof identifier !== 'function') checkString('identifier', identifier, false);
+	if (identifier !== undefined && typeof identifier !== 'function') checkString('identifier', identifier, true);
 
 	const validate = pick('validate');
-	if (typeof validate !== 'boolean' && (validate === null || typeof validate !== 'object' || Array.isArray(validate))) {
-		fail('validate', 'true, false or an object of true/false by check name', validate);
-	}
+	if (typeof validate !== 'boolean') checkObject('validate', validate, 'true, false or an object of true/false by check name');
 
 	return Object.freeze({
 		store: given.store,
@@ -358,11 +344,11 @@ export const resolveRateLimitOptions = (options: RateLimitOptions): RateLimitCon
 		identifier,
 		retryAfter:
 			given.retryAfter === undefined ? undefined : checkIntegerOrFunction('retryAfter', given.retryAfter, 0),
-		requestPropertyName: checkString('requestPropertyName', pick('requestPropertyName'), false),
+		requestPropertyName: checkString('requestPropertyName', pick('requestPropertyName'), true),
 		skipFailedRequests: checkBoolean('skipFailedRequests', pick('skipFailedRequests')),
 		skipSuccessfulRequests: checkBoolean('skipSuccessfulRequests', pick('skipSuccessfulRequests')),
 		requestWasSuccessful: checkFunction('requestWasSuccessful', given.requestWasSuccessful ?? statusBelow400),
-		prefix: checkString('prefix', pick('prefix'), true),
+		prefix: checkString('prefix', pick('prefix')),
 		maxMemoryKeys: checkInteger('maxMemoryKeys', pick('maxMemoryKeys'), 1),
 		validate,
 		logger: checkLogger(given.logger ?? console),
