@@ -161,6 +161,22 @@ describe('rateLimit() keys', () => {
 		expect(logger.errors[1]).toMatch(/X-Forwarded-For is set.*ERR_ERL_UNEXPECTED_X_FORWARDED_FOR/);
 	});
 
+	it('counts a client address that is not an IP under a short key, as loginGuard() does', async () => {
+		const store = await newStore();
+		const limiter = rateLimit({ store, logger: silentLogger, limit: 1, validate: false });
+		const app = createLimitedApp(store, limiter);
+		// A proxy setting that lets the client write its own address.
+		app.set('trust proxy', true);
+		const { url, close } = await listen(app);
+		cleanups.push(close);
+		const junk = 'x'.repeat(2_000);
+
+		const first = await callApi(url).set('X-Forwarded-For', junk).expect(200);
+		expect(first.body.key).toMatch(/^ip:other:[\w-]{22}$/);
+		await callApi(url).set('X-Forwarded-For', junk).expect(429);
+		expect(await redisCount(`rl:${first.body.key}`)).toBe(2);
+	});
+
 	it('counts under keyGenerator when given, honouring skip, statusCode and message', async () => {
 		const url = await serve(await newStore(), {
 			limit: 1,

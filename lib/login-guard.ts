@@ -1,7 +1,4 @@
-import { createHash } from 'node:crypto';
-import { isIP } from 'node:net';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { ipKeyGenerator } from 'express-rate-limit';
 import type { Attempt, Failover } from './failover.js';
 import { type Logger, OnceLogger } from './logger.js';
 import {
@@ -15,6 +12,7 @@ import {
 } from './options.js';
 import { isReplyError, type RedisClient } from './redis-client.js';
 import { RedisScript } from './redis-script.js';
+import { addressKey, requestAddressKey, shortDigest } from './request-session.js';
 import { ResilientStore } from './store.js';
 
 /** What an attempt turned out to be. */
@@ -309,15 +307,6 @@ const resolveLoginGuardOptions = (options: LoginGuardOptions): LoginGuardConfig 
 export const normalizeUsername = (username: string): string =>
 	username.normalize('NFKC').toLowerCase().normalize('NFKC').trim();
 
-const digest = (text: string): string => createHash('sha256').update(text).digest('base64url').slice(0, 22);
-
-/** The address a request is counted under: an IPv6 address as its subnet. */
-const addressKey = (raw: string | undefined, ipv6Subnet: number | false): string => {
-	if (raw && isIP(raw)) return ipKeyGenerator(raw, ipv6Subnet);
-	// Not an address (a misconfigured proxy header): counted, but kept short and inert.
-	return `other:${digest(raw ?? '')}`;
-};
-
 /**
  * The Redis keys of one attempt. The keys one script touches together share a hash
  * tag, so that each script runs on one cluster slot: the username's keys are tagged
@@ -337,7 +326,7 @@ export interface LoginKeys {
 
 /** The keys of `username` (normalised) from address key `ip`. Usernames appear only as a hash. */
 export const loginKeys = (prefix: string, username: string, ip: string): LoginKeys => {
-	const tag = `${prefix}{u:${digest(username)}}`;
+	const tag = `${prefix}{u:${shortDigest(username)}}`;
 	return { pair: `${tag}:ip:${ip}`, username: tag, marker: `${tag}:reset`, ip: `${prefix}{ip:${ip}}` };
 };
 
@@ -1277,7 +1266,7 @@ export const loginGuard = (options: LoginGuardOptions): LoginGuard => {
 			return;
 		}
 
-		const ip = addressKey(req.ip ?? req.socket?.remoteAddress, config.ipv6Subnet);
+		const ip = await requestAddressKey(req, config.ipv6Subnet);
 		const checked = await counts.check(username, ip);
 		if (!checked.admitted) {
 			const seconds = Math.max(1, Math.ceil(checked.waitMs / 1000));

@@ -1,4 +1,4 @@
-import { isIP, isIPv6 } from 'node:net';
+import { isIP } from 'node:net';
 import type { NextFunction, Request, Response } from 'express';
 import {
 	type ClientRateLimitInfo,
@@ -6,7 +6,6 @@ import {
 	type EnabledValidations,
 	rateLimit as expressRateLimit,
 	type IncrementResponse,
-	ipKeyGenerator,
 	MemoryStore,
 	type Options as ExpressRateLimitOptions,
 	type RateLimitInfo,
@@ -30,7 +29,7 @@ import {
 } from './options.js';
 import { isCluster, isReplyError, type RedisClient } from './redis-client.js';
 import { RedisScript } from './redis-script.js';
-import { storedSessionId } from './request-session.js';
+import { requestAddressKey, storedSessionId } from './request-session.js';
 import { ResilientStore } from './store.js';
 
 /** What a limited client gets in the body: a string, or an object sent as JSON. */
@@ -618,15 +617,6 @@ const checkClientIp = (request: Request, config: RateLimitConfig, log: OnceLogge
 	}
 };
 
-/** The client IP, an IPv6 one reduced to its subnet (as express-rate-limit does). */
-const clientIpKey = async (request: Request, response: Response, config: RateLimitConfig): Promise<string> => {
-	const ip = request.ip ?? request.socket?.remoteAddress;
-	if (ip === undefined) return 'unknown';
-	const { ipv6Subnet } = config;
-	const subnet = typeof ipv6Subnet === 'function' ? (isIPv6(ip) ? await ipv6Subnet(request, response) : false) : ipv6Subnet;
-	return ipKeyGenerator(ip, subnet);
-};
-
 /**
  * The default key: `sid:<id>` for a request whose session was loaded from the store,
  * `ip:<address>` for any other (no cookie, an unknown or forged id, a new session), so
@@ -652,7 +642,11 @@ const sessionOrIpKey =
 		const sid = storedSessionId(request);
 		if (sid !== undefined) return `sid:${sid}`;
 		checkClientIp(request, config, log);
-		return `ip:${await clientIpKey(request, response, config)}`;
+		const { ipv6Subnet } = config;
+		return `ip:${await requestAddressKey(
+			request,
+			typeof ipv6Subnet === 'function' ? () => ipv6Subnet(request, response) : ipv6Subnet,
+		)}`;
 	};
 
 // ---------------------------------------------------------------------------------------
