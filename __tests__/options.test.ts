@@ -1,5 +1,12 @@
 import { createClient } from 'redis';
-import { ResilientStore, type ResilientStoreOptions, silentLogger, storeDefaults } from '../lib/index.js';
+import {
+	loginGuard,
+	rateLimit,
+	ResilientStore,
+	type ResilientStoreOptions,
+	silentLogger,
+	storeDefaults,
+} from '../lib/index.js';
 
 const create = (options: unknown) => () => new ResilientStore({ logger: silentLogger, ...(options as ResilientStoreOptions) });
 
@@ -74,5 +81,25 @@ describe('ResilientStore options', () => {
 		const callback = jest.fn();
 		await store.set('x', { cookie: {} } as never, callback);
 		expect(callback.mock.calls[0][0]).toMatchObject({ code: 'ERR_RESILIENT_CLOSED' });
+	});
+
+	it('lets rateLimit() and loginGuard() take a store from another copy of the package', async () => {
+		delete process.env.REDIS_URL;
+		// As when an app loads both the CommonJS and the ES module build: another class.
+		let Other: typeof ResilientStore | undefined;
+		jest.isolateModules(() => {
+			// eslint-disable-next-line @typescript-eslint/no-require-imports
+			Other = (require('../lib/store.js') as { ResilientStore: typeof ResilientStore }).ResilientStore;
+		});
+		const store = new Other!({ logger: silentLogger });
+		try {
+			expect(store).not.toBeInstanceOf(ResilientStore);
+			expect(() => rateLimit({ store, logger: silentLogger })).not.toThrow();
+			expect(() => loginGuard({ store, logger: silentLogger })).not.toThrow();
+			const lookalike = { get() {}, set() {}, destroy() {} };
+			expect(() => loginGuard({ store: lookalike as never })).toThrow(/`store` must be a ResilientStore/);
+		} finally {
+			await store.close();
+		}
 	});
 });

@@ -1,5 +1,5 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import type { Attempt, Failover } from './failover.js';
+import type { Attempt, Backend, Failover } from './failover.js';
 import { type Logger, OnceLogger } from './logger.js';
 import {
 	checkFunction,
@@ -9,11 +9,12 @@ import {
 	checkObject,
 	checkString,
 	invalidOption,
+	isResilientStore,
 } from './options.js';
 import { isReplyError, type RedisClient } from './redis-client.js';
 import { RedisScript } from './redis-script.js';
 import { addressKey, requestAddressKey, shortDigest } from './request-session.js';
-import { ResilientStore } from './store.js';
+import type { ResilientStore } from './store.js';
 
 /** What an attempt turned out to be. */
 export type LoginOutcome = 'failure' | 'success';
@@ -34,7 +35,7 @@ export interface LockoutInfo {
 	/** How long the lockout lasts, in milliseconds. */
 	readonly lockoutMs: number;
 	/** Where the count is kept: `'memory'` during a Redis outage (the count of this instance only). */
-	readonly backend: 'redis' | 'memory';
+	readonly backend: Backend;
 }
 
 /** `req.loginGuard`: the attempt in progress, for the login handler. */
@@ -54,8 +55,8 @@ declare global {
 	// eslint-disable-next-line @typescript-eslint/no-namespace
 	namespace Express {
 		interface Request {
-			/** Set by `loginGuard()` on requests it lets through to the login handler. */
-			loginGuard: LoginAttempt;
+			/** Set by `loginGuard()` on requests it lets through to the login handler; absent elsewhere. */
+			loginGuard?: LoginAttempt;
 		}
 	}
 }
@@ -247,7 +248,7 @@ const resolveLoginGuardOptions = (options: LoginGuardOptions): LoginGuardConfig 
 	checkObject('options', options, 'an object with at least `store`');
 	const pick = <K extends keyof typeof loginGuardDefaults>(key: K) => options[key] ?? loginGuardDefaults[key];
 
-	if (!(options.store instanceof ResilientStore)) invalidOption('store', 'a ResilientStore', options.store);
+	if (!isResilientStore(options.store)) invalidOption('store', 'a ResilientStore', options.store);
 
 	const username = pick('username');
 	if (typeof username !== 'function' && (typeof username !== 'string' || username === '')) {
@@ -545,7 +546,7 @@ interface Side {
 	readonly admitted: boolean;
 	readonly waitMs: number;
 	/** Where the reservation was counted. */
-	readonly where: 'redis' | 'memory';
+	readonly where: Backend;
 	/** Counted in memory during an outage: Redis must learn of its settlement. */
 	readonly journaled: boolean;
 }

@@ -1,6 +1,7 @@
 import type { SessionData } from 'express-session';
 import type { Logger } from './logger.js';
 import { isRedisClient, type RedisClient } from './redis-client.js';
+import type { ResilientStore } from './store.js';
 
 /** How sessions are turned into strings for Redis. `JSON` by default, as in connect-redis. */
 export interface Serializer {
@@ -233,6 +234,25 @@ const checkUrl = (option: string, value: unknown): string => {
 	}
 
 	return value as string;
+};
+
+/**
+ * Whether `value` is a {@link ResilientStore}, told by its shape rather than by
+ * `instanceof`: when an app loads both the CommonJS and the ES module build of this
+ * package (one through a dependency, say), a store made by one is no instance of the
+ * other's class, yet works with it all the same.
+ */
+export const isResilientStore = (value: unknown): value is ResilientStore => {
+	if (value === null || typeof value !== 'object') return false;
+	const store = value as Partial<Record<keyof ResilientStore, unknown>>;
+	return (
+		'failover' in store &&
+		'backend' in store &&
+		typeof store.stats === 'function' &&
+		typeof store.get === 'function' &&
+		typeof store.set === 'function' &&
+		typeof store.destroy === 'function'
+	);
 };
 
 /** Resolves the options once into a fully required, checked config. */

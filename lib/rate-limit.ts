@@ -26,11 +26,12 @@ import {
 	checkObject,
 	checkString,
 	invalidOption,
+	isResilientStore,
 } from './options.js';
 import { isCluster, isReplyError, type RedisClient } from './redis-client.js';
 import { RedisScript } from './redis-script.js';
 import { requestAddressKey, storedSessionId } from './request-session.js';
-import { ResilientStore } from './store.js';
+import type { ResilientStore } from './store.js';
 
 /** What a limited client gets in the body: a string, or an object sent as JSON. */
 export type RateLimitMessage = string | object;
@@ -302,7 +303,7 @@ export const resolveRateLimitOptions = (options: RateLimitOptions): RateLimitCon
 	const given = options;
 	const pick = <K extends keyof typeof rateLimitDefaults>(key: K) => given[key] ?? rateLimitDefaults[key];
 
-	if (!(given.store instanceof ResilientStore)) {
+	if (!isResilientStore(given.store)) {
 		invalidOption('store', 'the ResilientStore that session() uses', given.store);
 	}
 
@@ -631,7 +632,7 @@ const sessionOrIpKey =
 				'resilient-session: rateLimit() found no req.session: mount it after session() (with a ResilientStore); ' +
 					'counting by client IP meanwhile',
 			);
-		} else if (!(request.sessionStore instanceof ResilientStore)) {
+		} else if (!isResilientStore(request.sessionStore)) {
 			log.error(
 				'foreign-store',
 				'resilient-session: rateLimit() needs session() to use a ResilientStore to count by session; ' +

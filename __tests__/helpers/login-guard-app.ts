@@ -38,8 +38,10 @@ export const createLoginApp = (store: ResilientStore, options: Omit<LoginGuardOp
 	app.use(express.json());
 	app.post('/login', guard, (req, res) => {
 		handled.count++;
-		if (req.loginGuard.username === KNOWN_USER && req.body.password === PASSWORD) {
-			res.json({ ok: true, username: req.loginGuard.username });
+		// Always set behind the guard.
+		const { username } = req.loginGuard!;
+		if (username === KNOWN_USER && req.body.password === PASSWORD) {
+			res.json({ ok: true, username });
 		} else {
 			res.status(401).json({ error: 'Invalid username or password.' });
 		}
@@ -52,12 +54,13 @@ export const createLoginApp = (store: ResilientStore, options: Omit<LoginGuardOp
 	});
 	app.post('/explicit/:outcome', guard, (req, res) => {
 		handled.count++;
+		const guarded = req.loginGuard!;
 		if (req.params.outcome === 'fail') {
-			req.loginGuard.fail();
-			res.status(200).json({ username: req.loginGuard.username, ip: req.loginGuard.ip });
+			guarded.fail();
+			res.status(200).json({ username: guarded.username, ip: guarded.ip });
 		} else {
-			req.loginGuard.succeed();
-			res.status(401).json({ username: req.loginGuard.username, ip: req.loginGuard.ip });
+			guarded.succeed();
+			res.status(401).json({ username: guarded.username, ip: guarded.ip });
 		}
 	});
 	return { app, guard, handled };
