@@ -233,7 +233,13 @@ export interface RateLimitConfig {
 // ---------------------------------------------------------------------------------------
 // Options
 
-/** Every option name, so that a misspelt one is an error rather than silently ignored. */
+/**
+ * Every option name, so that a misspelt one is an error rather than silently ignored.
+ * express-rate-limit's own check of unknown options never sees them (it is given the
+ * resolved config), and would only log. Every other check here throws a `TypeError` at
+ * construction where express-rate-limit logs at best (`windowMs`, `ipv6Subnet`), or
+ * only once a request comes (`standardHeaders`).
+ */
 const KNOWN_OPTIONS = Object.freeze({
 	store: true,
 	windowMs: true,
@@ -279,7 +285,7 @@ const checkIntegerOrFunction = <T>(option: string, value: T, min: number): T => 
 	return value;
 };
 
-/** express-rate-limit's handler is not exported; this is the same: status, then message. */
+/** express-rate-limit's default handler, which it does not export: status, then message. */
 const sendMessage: RateLimitHandler = async (request, response, _next, options) => {
 	response.status(options.statusCode);
 	const message = typeof options.message === 'function' ? await options.message(request, response) : options.message;
@@ -673,12 +679,17 @@ const secondsUntil = (resetTime: Date | undefined, windowMs: number): number =>
 	resetTime ? Math.max(0, Math.ceil((resetTime.getTime() - Date.now()) / 1000)) : Math.ceil(windowMs / 1000);
 
 /**
- * Sets `Retry-After` before the handler runs. express-rate-limit sets it only when
- * some rate limit headers are on; a limited client should always learn when to retry.
+ * Runs `handler` with this package's config (express-rate-limit would pass its own).
+ * express-rate-limit sets `Retry-After` itself whenever `standardHeaders` or
+ * `legacyHeaders` is on; with both off it sends none, and a limited client should
+ * still learn when to retry, so it is set here in that case only.
  */
-const withRetryAfter =
-	(config: RateLimitConfig): ExpressRateLimitOptions['handler'] =>
-	async (request, response, next) => {
+const limitedHandler = (config: RateLimitConfig): ExpressRateLimitOptions['handler'] => {
+	if (config.standardHeaders !== false || config.legacyHeaders) {
+		return (request, response, next) => config.handler(request, response, next, config);
+	}
+
+	return async (request, response, next) => {
 		if (!response.headersSent && !response.hasHeader('Retry-After')) {
 			const info = (request as unknown as Record<string, RateLimitInfo | undefined>)[config.requestPropertyName];
 			const seconds =
@@ -690,6 +701,7 @@ const withRetryAfter =
 
 		await config.handler(request, response, next, config);
 	};
+};
 
 /** express-rate-limit logs `(error, message?)`; the package's loggers take `(message, ...details)`. */
 const asExpressRateLimitLogger = (logger: Logger): ExpressRateLimitOptions['logger'] => {
@@ -738,7 +750,7 @@ export const rateLimit = (options: RateLimitOptions): RateLimitRequestHandler =>
 		limit: limitInForce(config),
 		message: config.message,
 		statusCode: config.statusCode,
-		handler: withRetryAfter(config),
+		handler: limitedHandler(config),
 		skip: config.skip,
 		keyGenerator: config.keyGenerator ?? sessionOrIpKey(config, log),
 		standardHeaders: config.standardHeaders,
