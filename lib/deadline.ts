@@ -11,6 +11,8 @@ export const withDeadline = <T>(promise: Promise<T>, ms: number, operation: stri
 	let timer: NodeJS.Timeout | undefined;
 	const expired = new Promise<never>((_, reject) => {
 		timer = setTimeout(() => reject(new RedisTimeoutError(operation, ms)), ms);
+		// A deadline alone must not keep a process alive.
+		timer.unref();
 	});
 	// A late rejection of the abandoned command must not become an unhandled rejection.
 	promise.catch(() => {});

@@ -3,7 +3,7 @@ import { performance } from 'node:perf_hooks';
 import { withDeadline } from './deadline.js';
 import { isRedisTimeoutError, RedisUnavailableError } from './errors.js';
 import { debug, type OnceLogger } from './logger.js';
-import { canSend, isRedisFailure, isReplyError, type RedisClient } from './redis-client.js';
+import { canSend, isCluster, isRedisFailure, isReplyError, type RedisClient } from './redis-client.js';
 
 /** Where operations go right now. */
 export type Backend = 'redis' | 'memory';
@@ -70,27 +70,35 @@ export class Failover extends EventEmitter<FailoverEvents> {
 	#closed = false;
 	/** Until the client is first ready, requests wait for it up to this time. */
 	readonly #startupDeadline: number;
-	#firstReady: Promise<void> | undefined;
+	/** Resolves when the client can first take commands. */
+	readonly #firstReady: Promise<void>;
+	#resolveFirstReady: (() => void) | undefined;
+	/** A client and a sentinel say 'ready'; a cluster only says 'connect'. */
+	readonly #readyEvent: string;
 	readonly #onClientError = (error: Error) => this.trip(error);
-	readonly #onClientReady = () => this.#options.log.forget('client-error');
+	readonly #onClientReady = () => {
+		this.#resolveFirstReady?.();
+		this.#resolveFirstReady = undefined;
+	};
 
 	constructor(options: FailoverOptions) {
 		super();
 		this.#options = options;
 		this.#startupDeadline = Date.now() + options.timeoutMs;
+		this.#readyEvent = isCluster(options.client) ? 'connect' : 'ready';
+		this.#firstReady = canSend(options.client)
+			? Promise.resolve()
+			: new Promise((resolve) => {
+					this.#resolveFirstReady = resolve;
+				});
 		// The listener also keeps an 'error' of the client from crashing the process.
 		options.client.on('error', this.#onClientError);
-		options.client.on('ready', this.#onClientReady);
-		if (!canSend(options.client)) {
-			this.#firstReady = new Promise((resolve) => {
-				const onReady = () => {
-					options.client.off?.('ready', onReady);
-					resolve();
-				};
+		options.client.on(this.#readyEvent, this.#onClientReady);
+	}
 
-				options.client.on('ready', onReady);
-			});
-		}
+	/** Resolves once the client can first take commands (never, if it never connects). */
+	whenReady(): Promise<void> {
+		return this.#firstReady;
 	}
 
 	/** Where operations go right now. */
@@ -131,18 +139,26 @@ export class Failover extends EventEmitter<FailoverEvents> {
 	 */
 	async attempt<T>(operation: string, command: () => Promise<T>, timeoutMs?: number): Promise<Attempt<T>> {
 		if (this.#backend === 'memory') return MISSED;
-		if (!canSend(this.#options.client) && !(await this.#waitForFirstReady())) {
-			this.trip(new RedisUnavailableError('the Redis client is not connected', { cause: this.#lastError }));
-			return MISSED;
-		}
-
 		try {
-			return { served: true, value: await this.run(operation, command, timeoutMs) };
+			return { served: true, value: await this.runWhenReady(operation, command, timeoutMs) };
 		} catch (error) {
 			if (!isRedisFailure(error)) throw error;
 			this.trip(error as Error);
 			return MISSED;
 		}
+	}
+
+	/**
+	 * Runs `command` within the deadline once the client can take it: right after start-up
+	 * it waits for the first connection, up to the deadline. Trips nothing; rejects with
+	 * `ERR_RESILIENT_UNAVAILABLE` when the client is not connected.
+	 */
+	async runWhenReady<T>(operation: string, command: () => Promise<T>, timeoutMs?: number): Promise<T> {
+		if (!canSend(this.#options.client) && !(await this.#waitForFirstReady())) {
+			throw new RedisUnavailableError('the Redis client is not connected', { cause: this.#lastError });
+		}
+
+		return this.run(operation, command, timeoutMs);
 	}
 
 	/** Runs `command` within the deadline, whatever the backend; trips nothing. */
@@ -174,21 +190,22 @@ export class Failover extends EventEmitter<FailoverEvents> {
 		this.#closed = true;
 		clearTimeout(this.#probeTimer);
 		this.#options.client.off?.('error', this.#onClientError);
-		this.#options.client.off?.('ready', this.#onClientReady);
+		this.#options.client.off?.(this.#readyEvent, this.#onClientReady);
 	}
 
 	async #waitForFirstReady(): Promise<boolean> {
 		const left = this.#startupDeadline - Date.now();
-		if (!this.#firstReady || left <= 0) return false;
+		if (left <= 0) return false;
 		let timer: NodeJS.Timeout | undefined;
-		const ready = await Promise.race([
-			this.#firstReady.then(() => true),
-			new Promise<boolean>((resolve) => {
-				timer = setTimeout(resolve, left, false);
+		await Promise.race([
+			this.#firstReady,
+			new Promise<void>((resolve) => {
+				timer = setTimeout(resolve, left);
+				timer.unref();
 			}),
 		]);
 		clearTimeout(timer);
-		return ready && canSend(this.#options.client);
+		return canSend(this.#options.client);
 	}
 
 	#scheduleProbe(): void {

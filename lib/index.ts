@@ -1,5 +1,5 @@
 export { ResilientStore } from './store.js';
-export type { StoreStats, WriteBackResult } from './store.js';
+export type { SessionWithId, StoreStats, WriteBackResult } from './store.js';
 export type { Backend } from './failover.js';
 export { storeDefaults } from './options.js';
 export type { MemoryOptions, ResilientStoreOptions, Serializer } from './options.js';

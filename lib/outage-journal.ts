@@ -73,12 +73,13 @@ export class OutageJournal {
 		}
 	}
 
+	/** A write during the outage; ignored for a session destroyed during it, which stays destroyed. */
 	written(sid: string): void {
-		this.#note(sid, 'write');
+		if (!this.#tombstones.has(sid)) this.#note(sid, 'write');
 	}
 
 	touched(sid: string): void {
-		if (this.#pending.get(sid)?.kind !== 'write') this.#note(sid, 'touch');
+		if (!this.#tombstones.has(sid) && this.#pending.get(sid)?.kind !== 'write') this.#note(sid, 'touch');
 	}
 
 	/** Everything before this is superseded by a clear of the whole store. */

@@ -34,8 +34,14 @@ export const isCluster = (client: RedisClient): boolean => 'masters' in client;
 export const canSend = (client: RedisClient): boolean =>
 	isCluster(client) ? client.isOpen : client.isReady ?? client.isOpen;
 
-/** Reply errors that mean "this server cannot serve now", unlike `WRONGTYPE` and the like. */
-const UNAVAILABLE_REPLY = /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|NOREPLICAS)\b/;
+/**
+ * Reply errors that mean "this server cannot serve now", unlike `WRONGTYPE` and the like:
+ * loading or busy, a cluster or replica that is not ready, out of memory, a failed disk
+ * (`MISCONF`), and credentials or permissions that stopped working. Serving from memory
+ * beats answering 500 to every request meanwhile.
+ */
+const UNAVAILABLE_REPLY =
+	/^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|NOREPLICAS|OOM|MISCONF|NOAUTH|WRONGPASS|NOPERM)\b/;
 
 /** The names node-redis v5 and v6 give their reply error classes. */
 const REPLY_CLASSES = new Set(['ErrorReply', 'SimpleError', 'BlobError', 'MultiErrorReply']);
@@ -100,12 +106,13 @@ export const createOwnedClient = (options: OwnedClientOptions): RedisClient => {
 	return client as unknown as RedisClient;
 };
 
-/** Starts connecting `client` without waiting: a standalone `connect()` never settles while Redis is down. */
+/**
+ * Starts connecting `client` without waiting: a standalone `connect()` never settles while
+ * Redis is down. The client is open when this returns, so a `destroy()` right after stops it.
+ */
 export const connectInBackground = (client: RedisClient): void => {
 	if (client.isOpen) return;
-	Promise.resolve()
-		.then(() => client.connect())
-		// Failures are reported through the client's 'error' event and retried by its
-		// reconnect strategy; a rejected connect() here only means the client was closed.
-		.catch(() => {});
+	// Failures are reported through the client's 'error' event and retried by its
+	// reconnect strategy; a rejected connect() here only means the client was closed.
+	(client.connect() as Promise<unknown>).catch(() => {});
 };

@@ -20,7 +20,8 @@ import { markLoaded } from './request-session.js';
 import {
 	connectInBackground,
 	createOwnedClient,
-	isReplyError,
+	isCluster,
+	isRedisFailure,
 	markCallerError,
 	type RedisClient,
 } from './redis-client.js';
@@ -130,7 +131,8 @@ export interface StoreStats {
 	readonly redisLatencyMs: number | undefined;
 }
 
-type SessionWithId = SessionData & { id: string };
+/** A session as `all()` lists it: with its id. */
+export type SessionWithId = SessionData & { id: string };
 
 // Typed events on top of express-session's Store, which is an EventEmitter.
 // eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
@@ -303,7 +305,7 @@ export class ResilientStore extends Store {
 
 	/** Every session, each with its `id`. During an outage: those held by this instance. */
 	override all(callback?: Callback<SessionWithId[]>): Promise<SessionWithId[] | undefined> {
-		return settle(this.#bulk('all', () => this.#redis!.all(), () => this.#memory.all()), callback) as Promise<
+		return settle(this.#bulk('all', () => this.#allRedis(), () => this.#memory.all()), callback) as Promise<
 			SessionWithId[] | undefined
 		>;
 	}
@@ -333,13 +335,18 @@ export class ResilientStore extends Store {
 		this.#failover?.close();
 		this.#memory.close();
 		const client = this.#client;
-		if (!this.#ownsClient || !client?.isOpen) return;
+		if (!this.#ownsClient || !client) return;
+		// Even a client that is not open may have a reconnection under way: destroy() stops it.
+		const destroy = () => {
+			try {
+				client.destroy();
+			} catch {}
+		};
+
 		if (client.isReady) {
-			await withDeadline(client.close() as Promise<void>, this.#config.timeoutMs, 'close').catch(() =>
-				client.destroy(),
-			);
+			await withDeadline(client.close() as Promise<void>, this.#config.timeoutMs, 'close').catch(destroy);
 		} else {
-			client.destroy();
+			destroy();
 		}
 	}
 
@@ -392,6 +399,8 @@ export class ResilientStore extends Store {
 		const result = await this.#attempt('set', 'SET', () => this.#redis!.set(sid, session));
 		if (result.served) this.#journal.settled(sid);
 		else if (this.#redis) this.#journal.written(sid);
+		// Destroyed while this write waited on a stalled Redis: the destroy wins.
+		if (this.#journal.isDestroyed(sid)) this.#memory.destroy(sid);
 	}
 
 	async #touch(sid: string, session: Renewable): Promise<void> {
@@ -416,21 +425,61 @@ export class ResilientStore extends Store {
 		else if (this.#redis) this.#journal.destroyed(sid);
 	}
 
+	/**
+	 * Clears memory and Redis. During an outage, Redis is cleared when it returns. When
+	 * Redis fails during the clear itself, the promise rejects: the caller may try again.
+	 */
 	async #clear(): Promise<void> {
 		this.#assertOpen('clear');
 		this.#memory.clear();
-		const result = await this.#attempt(
-			'clear',
-			'SCAN+DEL',
-			() => this.#redis!.clear(),
-			this.#config.timeoutMs * BULK_DEADLINES,
-		);
-		if (!result.served && this.#redis) this.#journal.clearedAll();
+		if (!this.#redis) return;
+		if (this.#failover!.backend === 'memory') {
+			this.#journal.clearedAll();
+			return;
+		}
+
+		await this.#failover!.runWhenReady('SCAN+DEL', () => this.#clearRedis(), this.#config.timeoutMs * BULK_DEADLINES);
 	}
 
+	/**
+	 * Bulk reads (`all`, `ids`, `length`) scan every key, which can take long: they get a
+	 * longer deadline, and missing it trips nothing (a big keyspace is not an outage).
+	 * They answer from memory when Redis is away or fails.
+	 */
 	async #bulk<T>(method: string, redis: () => Promise<T>, memory: () => Promise<T>): Promise<T> {
-		const result = await this.#attempt(method, 'SCAN', redis, this.#config.timeoutMs * BULK_DEADLINES);
-		return result.served ? result.value : memory();
+		this.#assertOpen(method);
+		if (!this.#redis || this.#failover!.backend === 'memory') return memory();
+		try {
+			return await this.#failover!.runWhenReady('SCAN', redis, this.#config.timeoutMs * BULK_DEADLINES);
+		} catch (error) {
+			if (!isRedisFailure(error)) throw error;
+			return memory();
+		}
+	}
+
+	/**
+	 * Every session in Redis. connect-redis 9 reads them with one `MGET`, which a cluster
+	 * refuses across slots; there, each is read on its own.
+	 */
+	async #allRedis(): Promise<SessionWithId[]> {
+		const redis = this.#redis!;
+		if (!isCluster(this.#client!)) return redis.all();
+		const ids: string[] = await redis.ids();
+		const sessions = await Promise.all(
+			ids.map(async (id) => {
+				const session = (await redis.get(id)) as SessionData | null;
+				return session && { ...session, id };
+			}),
+		);
+		return sessions.filter((session): session is SessionWithId => session !== null);
+	}
+
+	/** Destroys every session in Redis; one key at a time on a cluster, for the same reason as {@link allRedis}. */
+	async #clearRedis(): Promise<void> {
+		const redis = this.#redis!;
+		if (!isCluster(this.#client!)) return redis.clear();
+		const ids: string[] = await redis.ids();
+		await Promise.all(ids.map((id) => redis.destroy(id)));
 	}
 
 	/** Runs `command` on Redis through the failover; `served: false` means "use memory". */
@@ -458,12 +507,9 @@ export class ResilientStore extends Store {
 
 	/** Learns the marker once Redis first answers, so that a later loss of data is noticed. */
 	#learnEpoch(): void {
-		const learn = () => {
-			if (this.#epoch === undefined && !this.#closed) void this.#redisLostData().catch(() => {});
-		};
-
-		if (this.#client!.isReady) learn();
-		else this.#client!.on('ready', learn);
+		void this.#failover!.whenReady().then(() => {
+			if (this.#epoch === undefined && !this.#closed) return this.#redisLostData();
+		}).catch(() => {});
 	}
 
 	/**
@@ -498,7 +544,15 @@ export class ResilientStore extends Store {
 		if (await this.#redisLostData()) counts.restored = await this.#restore(counts);
 
 		if (journal.cleared) {
-			await failover.run('SCAN+DEL', () => redis.clear(), this.#config.timeoutMs * BULK_DEADLINES);
+			try {
+				await failover.run('SCAN+DEL', () => this.#clearRedis(), this.#config.timeoutMs * BULK_DEADLINES);
+			} catch (error) {
+				// A refusal must not hold the store on memory for good: logged, and done with.
+				if (isRedisFailure(error)) throw error;
+				counts.failed++;
+				this.#log.error('writeback-failed', `resilient-session: Redis refused a write-back: ${(error as Error).message}`);
+			}
+
 			journal.settleClear();
 		}
 
@@ -508,7 +562,7 @@ export class ResilientStore extends Store {
 		});
 
 		await this.#inBatches(journal.pendingEntries(), async ([sid, { kind, seq }]) => {
-			const session = await this.#memory.get(sid);
+			const session = await this.#memory.get(sid).catch(() => null);
 			// A request wrote a newer version meanwhile (to Redis, or again to memory):
 			// checked with no await before the command goes out, so an older one never
 			// overwrites it.
@@ -566,7 +620,7 @@ export class ResilientStore extends Store {
 		try {
 			return Boolean(await this.#failover!.run(operation, command));
 		} catch (error) {
-			if (!isReplyError(error)) throw error;
+			if (isRedisFailure(error)) throw error;
 			counts.failed++;
 			this.#log.error('writeback-failed', `resilient-session: Redis refused a write-back: ${(error as Error).message}`);
 			return false;
