@@ -288,6 +288,22 @@ describe('the outage journal', () => {
 		expect(await inRedis(sid)).toBeNull();
 	});
 
+	it('keeps a session destroyed while its save waited on a stalled Redis destroyed', async () => {
+		const { store } = await setup();
+		const sid = newSid();
+		await store.set(sid, data({ user: 'rex' }));
+		proxy.stall();
+		const destroyed = store.destroy(sid);
+		await sleep(20);
+		const saved = store.set(sid, data({ user: 'rex', views: 2 }));
+		await Promise.all([destroyed, saved]);
+		expect(await store.get(sid)).toBeNull();
+		const recovered = nextEvent(store, 'recover');
+		proxy.pass();
+		await recovered;
+		expect(await inRedis(sid)).toBeNull();
+	});
+
 	it('bounds the tombstones, logging once when the bound is hit', async () => {
 		const error = jest.fn();
 		const { store } = await setup({ maxTombstones: 2, logger: { warn() {}, error } });
