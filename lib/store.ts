@@ -458,8 +458,9 @@ export class ResilientStore extends Store {
 	}
 
 	/**
-	 * Every session in Redis. connect-redis 9 reads them with one `MGET`, which a cluster
-	 * refuses across slots; there, each is read on its own.
+	 * Every session in Redis. connect-redis 9 reads them with one `MGET`; a redis v5
+	 * cluster sends that to a single node, which refuses keys of other slots (v6 splits
+	 * it by itself). On a cluster, each session is read on its own.
 	 */
 	async #allRedis(): Promise<SessionWithId[]> {
 		const redis = this.#redis!;

@@ -22,12 +22,17 @@ export class RedisServer {
 	readonly port: number;
 	#process: ChildProcess | undefined;
 
-	private constructor(port: number) {
+	readonly #extraArgs: string[];
+
+	private constructor(port: number, extraArgs: string[]) {
 		this.port = port;
+		this.#extraArgs = extraArgs;
 	}
 
-	static async start(): Promise<RedisServer> {
-		const server = new RedisServer(await freePort());
+	/** Starts a server; `extraArgs` adds configuration (given the port it will listen on). */
+	static async start(extraArgs: (port: number) => string[] = () => []): Promise<RedisServer> {
+		const port = await freePort();
+		const server = new RedisServer(port, extraArgs(port));
 		await server.restart();
 		return server;
 	}
@@ -45,7 +50,19 @@ export class RedisServer {
 		if (this.#process) throw new Error('redis-server is already running');
 		const child = spawn(
 			'redis-server',
-			['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no'],
+			[
+				'--port',
+				String(this.port),
+				'--bind',
+				'127.0.0.1',
+				'--save',
+				'',
+				'--appendonly',
+				'no',
+				'--daemonize',
+				'no',
+				...this.#extraArgs,
+			],
 			{ stdio: ['ignore', 'pipe', 'pipe'] },
 		);
 		this.#process = child;

@@ -1,0 +1,95 @@
+import express from 'express';
+import type { SessionData } from 'express-session';
+import { createCluster, type RedisClusterType } from 'redis';
+import request from 'supertest';
+import { loginGuard, rateLimit, ResilientStore, silentLogger } from '../lib/index.js';
+import { createApp, newSid, sessionData } from './helpers/app.js';
+import { RedisCluster } from './helpers/redis-cluster.js';
+
+let cluster: RedisCluster;
+let client: RedisClusterType;
+let store: ResilientStore;
+
+beforeAll(async () => {
+	cluster = await RedisCluster.start();
+	client = createCluster({ rootNodes: cluster.rootNodes });
+	client.on('error', () => {});
+	await client.connect();
+	store = new ResilientStore({ client: client as never, logger: silentLogger, timeoutMs: 300 });
+}, 30_000);
+
+afterAll(async () => {
+	await store.close();
+	client.destroy();
+	await cluster.stop();
+});
+
+const data = (extra: Record<string, unknown> = {}) => sessionData(600, extra) as unknown as SessionData;
+
+/** How many keys each node of the cluster holds. */
+const keysPerNode = async () => Promise.all(cluster.nodes.map(async (node) => Number(await node.command('DBSIZE'))));
+
+describe('on a Redis Cluster', () => {
+	it('stores, reads and destroys sessions spread over every node', async () => {
+		await store.clear();
+		const sids = Array.from({ length: 30 }, () => newSid());
+		await Promise.all(sids.map((sid, i) => store.set(sid, data({ views: i }))));
+		expect((await keysPerNode()).filter((count) => count > 0).length).toBeGreaterThan(1);
+		for (const [i, sid] of sids.entries()) expect(await store.get(sid)).toMatchObject({ views: i });
+		await Promise.all(sids.map((sid) => store.destroy(sid)));
+		expect(await store.get(sids[0])).toBeNull();
+		expect(store.backend).toBe('redis');
+	});
+
+	it('lists and clears sessions spread over every slot', async () => {
+		await store.clear();
+		const sids = Array.from({ length: 20 }, () => newSid());
+		await Promise.all(sids.map((sid) => store.set(sid, data({ user: sid }))));
+
+		const all = await store.all();
+		expect(all!.map((session) => session.id).sort()).toEqual([...sids].sort());
+		expect(all!.every((session) => session.user === session.id)).toBe(true);
+		expect(await store.length()).toBe(20);
+		await store.clear();
+		expect(await store.length()).toBe(0);
+		expect(store.backend).toBe('redis');
+	});
+
+	it('serves express-session, a rate limit and a login guard with no CROSSSLOT error', async () => {
+		const app = createApp(store);
+		app.use(express.json());
+		app.get('/api', rateLimit({ store, limit: 3, windowMs: 60_000 }), (_req, res) => res.json({ ok: true }));
+		app.post('/login-guarded', loginGuard({ store, maxFailures: 2, logger: silentLogger }), (_req, res) => {
+			res.status(401).json({ error: 'no' });
+		});
+
+		const agent = request.agent(app);
+		await agent.post('/login?user=ann').expect(200);
+		const api = [];
+		for (let i = 0; i < 4; i++) api.push((await agent.get('/api')).status);
+		expect(api).toEqual([200, 200, 200, 429]);
+		const logins = [];
+		for (let i = 0; i < 3; i++) logins.push((await agent.post('/login-guarded').send({ username: 'bob' })).status);
+		expect(logins).toEqual([401, 401, 429]);
+		expect((await agent.get('/whoami').expect(200)).body).toMatchObject({ user: 'ann', backend: 'redis' });
+	});
+
+	it('falls back within the deadline when a master dies', async () => {
+		const app = createApp(store);
+		const agents = await Promise.all(
+			['cy', 'di', 'ed', 'fa', 'gu', 'ha'].map(async (user) => {
+				const agent = request.agent(app);
+				await agent.post(`/login?user=${user}`).expect(200);
+				return agent;
+			}),
+		);
+		await cluster.nodes[0].kill();
+		for (const agent of agents) {
+			const started = Date.now();
+			await agent.get('/whoami').expect(200, /"user"/);
+			expect(Date.now() - started).toBeLessThan(300 + 200);
+		}
+
+		expect(store.backend).toBe('memory');
+	});
+});
