@@ -53,6 +53,22 @@ describe('Redis round trips per request', () => {
 		expect(Number(await redis.command('TTL', `sess:${id}`))).toBeGreaterThan(HOUR_MS / 1000 - 10);
 	});
 
+	it('renews to the cookie lifetime wherever the cookie stands in the stored text', async () => {
+		const store = new ResilientStore({ url: proxy.url, logger: silentLogger });
+		stores.push(store);
+		const cookie = { originalMaxAge: 7_200_000, expires: new Date(Date.now() + 60_000), path: '/' };
+		await redis.command('SET', 'sess:cookie-first', JSON.stringify({ cookie, user: 'a' }), 'EX', '60');
+		await redis.command('SET', 'sess:cookie-last', JSON.stringify({ user: 'b', cookie }), 'EX', '60');
+		await redis.command('SET', 'sess:browser-session', JSON.stringify({ cookie: { ...cookie, originalMaxAge: null } }), 'EX', '60');
+		await store.get('cookie-first');
+		await store.get('cookie-last');
+		await store.get('browser-session');
+		expect(Number(await redis.command('TTL', 'sess:cookie-first'))).toBeGreaterThan(7190);
+		expect(Number(await redis.command('TTL', 'sess:cookie-last'))).toBeGreaterThan(7190);
+		// No lifetime in the cookie: the store's ttl, one day by default.
+		expect(Number(await redis.command('TTL', 'sess:browser-session'))).toBeGreaterThan(86_390);
+	});
+
 	it('writes a changed session with one SET after the read', async () => {
 		const { agent, id } = await loggedIn();
 		expect(await roundTrips(() => agent.get('/count').expect(200))).toBe(2);

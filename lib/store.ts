@@ -45,11 +45,17 @@ const READ_AND_RENEW = new RedisScript(`
 local text = redis.call('GET', KEYS[1])
 if not text then return false end
 local ttl = tonumber(ARGV[1])
-local ok, session = pcall(cjson.decode, text)
-if ok and type(session) == 'table' and type(session.cookie) == 'table'
-	and type(session.cookie.originalMaxAge) == 'number' then
-	ttl = math.ceil(session.cookie.originalMaxAge / 1000)
+-- express-session writes the cookie first, and the cookie its originalMaxAge first:
+-- reading it off the front of the text spares decoding the whole session.
+local maxAge = string.match(text, '^{"cookie":{"originalMaxAge":([^,}]+)')
+if maxAge == nil then
+	local ok, session = pcall(cjson.decode, text)
+	if ok and type(session) == 'table' and type(session.cookie) == 'table' then
+		maxAge = session.cookie.originalMaxAge
+	end
 end
+maxAge = tonumber(maxAge)
+if maxAge then ttl = math.ceil(maxAge / 1000) end
 if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
 return { text, ttl }
 `);
@@ -165,6 +171,8 @@ export class ResilientStore extends Store {
 	readonly #ownsClient: boolean;
 	readonly #redis: RedisStore | undefined;
 	readonly #failover: Failover | undefined;
+	/** The caller's serializer, its errors marked as the caller's. */
+	readonly #serializer: Serializer;
 	/** Whether reads renew the expiry in the same round trip (see `READ_AND_RENEW`). */
 	readonly #renewOnRead: boolean;
 	/** The marker last seen in Redis; a different or missing one means Redis lost its data. */
@@ -182,6 +190,7 @@ export class ResilientStore extends Store {
 			this.#log,
 		);
 
+		this.#serializer = guardSerializer(config.serializer);
 		this.#renewOnRead =
 			config.serializer === JSON && typeof config.ttl === 'number' && !config.disableTouch && !config.disableTTL;
 		this.#ownsClient = config.client === undefined && config.url !== undefined;
@@ -213,7 +222,7 @@ export class ResilientStore extends Store {
 			ttl: config.ttl,
 			disableTTL: config.disableTTL,
 			disableTouch: config.disableTouch,
-			serializer: guardSerializer(config.serializer),
+			serializer: this.#serializer,
 			scanCount: config.scanCount,
 		});
 		this.#failover = new Failover({
@@ -395,8 +404,22 @@ export class ResilientStore extends Store {
 		// A request still in flight when its session was destroyed (a logout on another
 		// tab) must not bring it back.
 		if (this.#journal.isDestroyed(sid)) return;
-		this.#memory.set(sid, session);
-		const result = await this.#attempt('set', 'SET', () => this.#redis!.set(sid, session));
+		if (!this.#client) {
+			this.#memory.set(sid, session);
+			return;
+		}
+
+		const { disableTTL, prefix } = this.#config;
+		const ttl = ttlSeconds(this.#config, session);
+		// Already expired: destroyed, as connect-redis does.
+		if (!disableTTL && ttl <= 0) return this.#destroy(sid);
+		// Written here rather than through connect-redis's set, which would serialize the
+		// session a second time: the same text goes to Redis and to the warm copy.
+		const text = this.#serializer.stringify(session);
+		this.#memory.keepWarm(sid, text, ttl);
+		const result = await this.#attempt('set', 'SET', () =>
+			this.#client!.set(prefix + sid, text, disableTTL ? undefined : { expiration: { type: 'EX', value: ttl } }),
+		);
 		if (result.served) this.#journal.settled(sid);
 		else if (this.#redis) this.#journal.written(sid);
 		// Destroyed while this write waited on a stalled Redis: the destroy wins.
