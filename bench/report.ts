@@ -8,7 +8,7 @@ import type { MemoryRunResult } from './memory.js';
 import { formatMs, formatNumber, markdownTable } from './stats.js';
 import type { StoreOpsResult } from './store-ops.js';
 import { BASELINE, STORE_LABELS, type StoreKind } from './stores.js';
-import type { Census, StoreResult, ThroughputResult } from './throughput.js';
+import type { Census, ThroughputResult } from './throughput.js';
 
 /** Where and on what the figures were measured. */
 export interface RunInfo {
@@ -52,12 +52,8 @@ const censusCell = (census: Census | undefined): string => {
 	return scripts ? `${sent} (in scripts: ${scripts})` : sent;
 };
 
-const repeatedText = (stores: readonly StoreResult[]): string => {
-	const repeated = stores.filter((store) => store.repeatedRounds > 0);
-	if (repeated.length === 0) return '.';
-	const list = repeated.map((store) => `${STORE_LABELS[store.kind]} ${store.repeatedRounds}`).join(', ');
-	return `; rounds measured again because other processes took over 10 % of the CPU: ${list}.`;
-};
+const repeatedText = (repeated: number | undefined): string =>
+	repeated ? `; ${repeated} round(s) measured again because other processes took over 10 % of the CPU.` : '.';
 
 export const throughputMarkdown = (result: ThroughputResult, info: RunInfo): string => {
 	const { options } = result;
@@ -79,12 +75,12 @@ export const throughputMarkdown = (result: ThroughputResult, info: RunInfo): str
 		'  round trip unless the client pipelines them.',
 		'- **non-2xx**: responses that were not 2xx, plus connection errors, over every round.',
 		"- **other processes**: the share of the machine's CPU that processes other than the benchmark took",
-		'  during the measured rounds (a round above 10 % is measured again, a few times at most).',
+		'  during the measured rounds (a round above 10 % is measured again for every store, once per scenario).',
 		'',
 		runInfoLine(info),
 		'',
 	];
-	for (const { scenario, skipped, stores } of result.scenarios) {
+	for (const { scenario, skipped, stores, repeatedRounds } of result.scenarios) {
 		lines.push(`## ${scenario.title} (\`${scenario.method} ${scenario.path}\`)`, '');
 		if (skipped) {
 			lines.push(`Skipped: ${skipped}.`, '');
@@ -117,7 +113,7 @@ export const throughputMarkdown = (result: ThroughputResult, info: RunInfo): str
 			),
 			'',
 			`Other processes: ${othersCpuText(stores.flatMap((store) => store.rounds.map((round) => round.othersCpu)))}` +
-				repeatedText(stores),
+				repeatedText(repeatedRounds),
 			'',
 		);
 	}

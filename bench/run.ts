@@ -85,7 +85,7 @@ const parseOptions = () => {
 			connections: number(values.connections, 16),
 			sessions: 64,
 			censusRequests: quick ? 20 : 100,
-			maxRepeats: quick ? 0 : 4,
+			maxRepeats: quick ? 0 : 1,
 		},
 		storeOps: { rounds: quick ? 2 : 5, callsPerRound: quick ? 500 : 3_000, sessions: 100 },
 		memory: { sessions: 10_000, repeats: quick ? 1 : 2 },

@@ -6,8 +6,8 @@
  * (A B C D E, A B C D E, …) so that drift of the machine falls on every store alike.
  * Per store: median requests/s over the rounds, median of the rounds' p50 and p99,
  * and Redis commands per request from `INFO commandstats` taken around every round.
- * A round during which other processes took more than 10 % of the CPU is measured again
- * (a few times at most per scenario).
+ * A round during which other processes took more than 10 % of the CPU is measured again,
+ * for every store, once at most per scenario.
  * Then a census: a few requests sent one at a time under `MONITOR`, which tells the
  * commands the app sent from those run inside Lua scripts (commandstats counts both).
  */
@@ -85,8 +85,6 @@ export interface StoreResult {
 	readonly totalCommandsPerRequest: number;
 	/** What one request sends, seen by `MONITOR` (Redis stores only). */
 	readonly census?: Census;
-	/** Rounds measured again because other processes took the CPU meanwhile. */
-	readonly repeatedRounds: number;
 }
 
 /** Commands per request, from `MONITOR` over requests sent one at a time. */
@@ -104,6 +102,8 @@ export interface ScenarioResult {
 	/** Why the scenario did not run. */
 	readonly skipped?: string;
 	readonly stores: StoreResult[];
+	/** Rounds measured again because other processes took the CPU meanwhile. */
+	readonly repeatedRounds?: number;
 }
 
 export interface ThroughputResult {
@@ -111,7 +111,7 @@ export interface ThroughputResult {
 	readonly scenarios: ScenarioResult[];
 }
 
-const summarize = (kind: StoreKind, rounds: RoundResult[]): Omit<StoreResult, 'ratio' | 'repeatedRounds'> => {
+const summarize = (kind: StoreKind, rounds: RoundResult[]): Omit<StoreResult, 'ratio'> => {
 	const responses = rounds.reduce((sum, round) => sum + round.responses, 0);
 	const commands = new Map<string, number>();
 	for (const round of rounds) {
@@ -215,7 +215,7 @@ export const runThroughput = async (
 			for (const kind of STORE_KINDS) await load(kind, options.warmupS);
 
 			const rounds = new Map<StoreKind, RoundResult[]>(STORE_KINDS.map((kind) => [kind, []]));
-			const repeated = new Map<StoreKind, number>();
+			let repeated = 0;
 			const measure = async (kind: StoreKind): Promise<RoundResult> => {
 				const before = await redis.commandStats();
 				const cpuBefore = sampleCpu();
@@ -227,28 +227,28 @@ export const runThroughput = async (
 				return { ...result, commands: commandDelta(before, await redis.commandStats()), othersCpu };
 			};
 
+			// A round during which other processes took a good part of the CPU is measured
+			// again as a whole (every store, so that all keep the same conditions), within a
+			// budget per scenario.
 			let repeatsLeft = options.maxRepeats;
 			for (let round = 1; round <= options.rounds; round++) {
-				const line: string[] = [];
-				for (const kind of STORE_KINDS) {
-					let result = await measure(kind);
-					// A round during which other processes took a good part of the CPU is
-					// measured again, within a budget per scenario.
-					while (isDisturbed(result) && repeatsLeft > 0) {
-						repeatsLeft--;
-						repeated.set(kind, (repeated.get(kind) ?? 0) + 1);
-						line.push(`${kind} repeated (other processes ${Math.round(result.othersCpu! * 100)} % CPU)`);
-						result = await measure(kind);
-					}
-
-					rounds.get(kind)!.push(result);
-					line.push(
-						`${kind} ${Math.round(result.requestsPerSecond)}/s` +
-							(isDisturbed(result) ? ` (other processes ${Math.round(result.othersCpu! * 100)} % CPU)` : ''),
-					);
+				const results = new Map<StoreKind, RoundResult>();
+				for (const kind of STORE_KINDS) results.set(kind, await measure(kind));
+				const line = STORE_KINDS.map((kind) => {
+					const result = results.get(kind)!;
+					const note = isDisturbed(result) ? ` (other processes ${Math.round(result.othersCpu! * 100)} % CPU)` : '';
+					return `${kind} ${Math.round(result.requestsPerSecond)}/s${note}`;
+				}).join(', ');
+				if ([...results.values()].some(isDisturbed) && repeatsLeft > 0) {
+					repeatsLeft--;
+					repeated++;
+					round--;
+					log(`${scenario.id}: round ${round + 1} measured again: ${line}`);
+					continue;
 				}
 
-				log(`${scenario.id}: round ${round}/${options.rounds}: ${line.join(', ')}`);
+				for (const [kind, result] of results) rounds.get(kind)!.push(result);
+				log(`${scenario.id}: round ${round}/${options.rounds}: ${line}`);
 			}
 
 			const censuses = new Map<StoreKind, Census>();
@@ -259,12 +259,12 @@ export const runThroughput = async (
 			const summaries = STORE_KINDS.map((kind) => ({
 				...summarize(kind, rounds.get(kind)!),
 				census: censuses.get(kind),
-				repeatedRounds: repeated.get(kind) ?? 0,
 			}));
 			const baseline = summaries.find((summary) => summary.kind === BASELINE)!.requestsPerSecond;
 			scenarios.push({
 				scenario,
 				stores: summaries.map((summary) => ({ ...summary, ratio: summary.requestsPerSecond / baseline })),
+				repeatedRounds: repeated,
 			});
 		}
 	} finally {
