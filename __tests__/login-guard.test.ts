@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks';
+import express, { type NextFunction, type Request, type Response } from 'express';
 import request from 'supertest';
 import { type LockoutInfo, loginGuard, type LoginGuardOptions, loginKeys } from '../lib/login-guard.js';
 import { type Logger, silentLogger } from '../lib/logger.js';
@@ -275,6 +276,37 @@ describe('loginGuard on Redis', () => {
 		expect(await ipCount()).toBe(6);
 	});
 
+	it('merges a failure made while the outage counts are merged once, not twice', async () => {
+		// A deadline that waiting for the attempt below never misses.
+		const store = redisStore(redis.url, { timeoutMs: 2_000 });
+		const { app } = createLoginApp(store);
+		await attempt(app, 'warm-up').expect(401);
+		await Promise.all([nextEvent(store, 'fallback'), redis.kill()]);
+		// Over a hundred counts (a merge batch) before alice's, so hers go in a later batch.
+		for (let i = 0; i < 50; i++) await attempt(app, `user${i}`, 'x', OTHER_IP).expect(401);
+		for (let i = 0; i < 3; i++) await attempt(app, KNOWN_USER).expect(401);
+
+		// One more failure of alice while the first batch is on its way, and the result of
+		// the second merge of her count, which carries that failure.
+		const client = store.client as unknown as { evalSha(sha: string, options: { keys: string[] }): Promise<unknown> };
+		const evalSha = client.evalSha.bind(client);
+		let injected: Promise<unknown> | undefined;
+		let merges = 0;
+		let secondMerge!: (done: Promise<unknown>) => void;
+		const merged = new Promise<Promise<unknown>>((resolve) => (secondMerge = resolve));
+		client.evalSha = async (sha, options) => {
+			injected ??= attempt(app, KNOWN_USER).expect(401);
+			await injected;
+			const result = evalSha(sha, options);
+			if (options.keys[0] === keysOf(KNOWN_USER).pair && ++merges === 2) secondMerge(result.catch(() => {}));
+			return result;
+		};
+
+		await Promise.all([nextEvent(store, 'recover'), redis.restart()]);
+		await (await merged);
+		expect(await pairCount(KNOWN_USER)).toBe(4);
+	});
+
 	it('answers from memory within the deadline, never 5xx, when Redis stalls', async () => {
 		const proxy = await TcpProxy.start(redis.port);
 		proxies.push(proxy);
@@ -312,6 +344,26 @@ describe('loginGuard outcomes', () => {
 		await status(401);
 		await attempt(app, KNOWN_USER, 'x', CLIENT_IP, '/status/200').expect(429);
 		expect(await ipCount()).toBe(3);
+	});
+
+	it('hands an error of the held-back res.end() to Express, still counting the attempt', async () => {
+		// No express-session here: its own res.end() gives up for good once one call throws.
+		const app = express();
+		app.set('trust proxy', true);
+		app.use(express.json());
+		const errors: unknown[] = [];
+		app.post('/login', loginGuard({ store: redisStore(), logger: silentLogger }), (_req, res) => {
+			// Not a chunk Node can send: end() throws once the attempt is recorded.
+			res.status(401).end(42 as never);
+		});
+		app.use((error: unknown, _req: Request, res: Response, _next: NextFunction) => {
+			errors.push(error);
+			res.status(500).json({ error: 'broken' });
+		});
+
+		await attempt(app, KNOWN_USER).expect(500, { error: 'broken' });
+		expect(errors).toEqual([expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' })]);
+		expect(await pairCount(KNOWN_USER)).toBe(1);
 	});
 
 	it('lets the handler decide with req.loginGuard.fail() and succeed()', async () => {
@@ -442,6 +494,30 @@ describe('loginGuard hooks and administration', () => {
 		await attempt(app, KNOWN_USER, PASSWORD, OTHER_IP).expect(200);
 		await attempt(app, KNOWN_USER, PASSWORD).expect(200);
 		await expect(guard.reset('  ')).rejects.toThrow(TypeError);
+	});
+
+	it('adds one set of failover listeners to a store, however many guards share it', () => {
+		const store = redisStore();
+		const failover = store.failover!;
+		const listeners = () => [failover.listenerCount('fallback'), failover.listenerCount('recover')];
+		const before = listeners();
+		for (let i = 0; i < 20; i++) loginGuard({ store, logger: silentLogger, prefix: `guard-${i}:` });
+		expect(listeners()).toEqual(before.map((count) => count + 1));
+	});
+
+	it('carries the outage counts of every guard on one store back to Redis', async () => {
+		const store = redisStore();
+		const one = createLoginApp(store);
+		const two = createLoginApp(store, { prefix: 'second:' });
+		await attempt(one.app, 'warm-up').expect(401);
+		await Promise.all([nextEvent(store, 'fallback'), redis.kill()]);
+		await attempt(one.app, KNOWN_USER).expect(401);
+		await attempt(two.app, KNOWN_USER).expect(401);
+		await attempt(two.app, KNOWN_USER).expect(401);
+
+		await Promise.all([nextEvent(store, 'recover'), redis.restart()]);
+		expect(await pairCount(KNOWN_USER)).toBe(1);
+		expect(Number(await redis.command('HGET', loginKeys('second:', KNOWN_USER, CLIENT_IP).pair, 'n'))).toBe(2);
 	});
 
 	it('counts in memory with the same limits on a memory-only store', async () => {

@@ -522,6 +522,12 @@ interface Change {
 	at: number;
 }
 
+/** A change handed over for merging, with the count in memory when it was handed over. */
+interface Handover {
+	readonly change: Change;
+	readonly held: Readonly<Pick<Entry, 'count' | 'at' | 'expiresAt'>> | undefined;
+}
+
 const mergeChanges = (older: Change, newer: Change): Change =>
 	newer.reset
 		? newer
@@ -680,9 +686,19 @@ class MemoryCounts {
 		if (journal) this.#record(keys.marker, { kind: 'marker', reset: true, added: 0, at: now });
 	}
 
-	/** Hands over every change to merge into Redis, and forgets them. */
-	takeJournal(): Map<string, Change> {
-		const taken = new Map(this.#journal);
+	/**
+	 * Hands over every change to merge into Redis, each with its count in memory as it
+	 * stands now, and forgets them. Counts made after this are journaled anew: the next
+	 * merge adds them, so this one must not see them.
+	 */
+	takeJournal(now: number): Map<string, Handover> {
+		const taken = new Map<string, Handover>();
+		for (const [key, change] of this.#journal) {
+			const entry = this.#entries.get(key);
+			const live = entry && entry.expiresAt > now;
+			taken.set(key, { change, held: live ? { count: entry.count, at: entry.at, expiresAt: entry.expiresAt } : undefined });
+		}
+
 		this.#journal.clear();
 		return taken;
 	}
@@ -693,12 +709,6 @@ class MemoryCounts {
 			const newer = this.#journal.get(key);
 			this.#journal.set(key, newer ? mergeChanges(older, newer) : older);
 		}
-	}
-
-	/** The count in memory of `key`, for merging (0 when there is none). */
-	current(key: string, now: number): Entry | undefined {
-		const entry = this.#entries.get(key);
-		return entry && entry.expiresAt > now ? entry : undefined;
 	}
 
 	#read(key: string, now: number): Entry | undefined {
@@ -852,6 +862,51 @@ const MERGE_BATCH = 100;
 
 const numbers = (reply: unknown): number[] => (reply as unknown[]).map(Number);
 
+/**
+ * The counts of every guard on each failover, held weakly. Each failover gets one
+ * listener per event and one recovery step, however many guards share it: it has no
+ * way to remove a step, so a step per guard would pile up with every `loginGuard()`
+ * call, and keep every guard alive. A guard the app no longer holds is forgotten.
+ */
+const countsOf = new WeakMap<Failover, Set<WeakRef<LoginCounts>>>();
+
+interface Registration {
+	readonly all: Set<WeakRef<LoginCounts>>;
+	readonly ref: WeakRef<LoginCounts>;
+}
+
+const forgotten = new FinalizationRegistry<Registration>(({ all, ref }) => all.delete(ref));
+
+const register = (failover: Failover, counts: LoginCounts): void => {
+	let all = countsOf.get(failover);
+	if (!all) {
+		const registered = new Set<WeakRef<LoginCounts>>();
+		all = registered;
+		countsOf.set(failover, registered);
+		const live = () => [...registered].flatMap((ref) => ref.deref() ?? []);
+		failover.on('fallback', () => {
+			for (const each of live()) each.forgetWarnings();
+		});
+		// Failures counted in memory during the outage reach Redis before the store
+		// returns to it. `pending` stays false: under a steady attack something new is
+		// always pending, and the store would never return. What arrives between this
+		// flush and the switch is merged right after ('recover').
+		failover.addRecoveryStep({
+			flush: async () => {
+				for (const each of live()) await each.flush();
+			},
+			pending: () => false,
+		});
+		failover.on('recover', () => {
+			for (const each of live()) each.flushSoon();
+		});
+	}
+
+	const ref = new WeakRef(counts);
+	all.add(ref);
+	forgotten.register(counts, { all, ref });
+};
+
 class LoginCounts {
 	readonly #config: LoginGuardConfig;
 	readonly #log: OnceLogger;
@@ -866,18 +921,13 @@ class LoginCounts {
 		this.#memory = new MemoryCounts(config, this.#log);
 		this.#failover = config.store.failover;
 		this.#client = config.store.client;
-		const failover = this.#failover;
-		if (!failover) return;
-		failover.on('fallback', () => {
-			this.#log.forget('memory-full');
-			this.#log.forget('journal-full');
-		});
-		// Failures counted in memory during the outage reach Redis before the store
-		// returns to it. `pending` stays false: under a steady attack something new is
-		// always pending, and the store would never return. What arrives between this
-		// flush and the switch is merged right after ('recover').
-		failover.addRecoveryStep({ flush: () => this.flush(), pending: () => false });
-		failover.on('recover', () => this.#flushSoon());
+		if (this.#failover) register(this.#failover, this);
+	}
+
+	/** A new outage may report a full memory again. */
+	forgetWarnings(): void {
+		this.#log.forget('memory-full');
+		this.#log.forget('journal-full');
 	}
 
 	/** How long a reset marker must live: as long as any username+address count it voids. */
@@ -970,18 +1020,18 @@ class LoginCounts {
 
 	/** Merges the changes made in memory during an outage into Redis. Rejects (keeping them) if Redis fails. */
 	async flush(): Promise<void> {
-		const changes = this.#memory.takeJournal();
-		if (changes.size === 0) return;
-		const left = new Map(changes);
+		const handovers = this.#memory.takeJournal(Date.now());
+		if (handovers.size === 0) return;
+		const left = new Map([...handovers].map(([key, { change }]) => [key, change]));
 		// Order does not matter: a reset marker only voids username+address counts whose
 		// last failure is older than it, whichever is merged first.
-		const ordered = [...changes];
+		const ordered = [...handovers];
 		let failure: unknown;
 		for (let start = 0; start < ordered.length && failure === undefined; start += MERGE_BATCH) {
 			// Every merge of a batch settles before deciding: one still in flight when the
 			// journal is restored would be applied twice.
 			const batch = ordered.slice(start, start + MERGE_BATCH);
-			const results = await Promise.allSettled(batch.map(([key, change]) => this.#merge(key, change)));
+			const results = await Promise.allSettled(batch.map(([key, handover]) => this.#merge(key, handover)));
 			results.forEach((result, index) => {
 				const [key] = batch[index];
 				if (result.status === 'fulfilled') left.delete(key);
@@ -1000,12 +1050,11 @@ class LoginCounts {
 		throw failure;
 	}
 
-	/** Merges one change kept in memory into Redis. */
-	#merge(key: string, change: Change): Promise<unknown> {
+	/** Merges one change kept in memory into Redis, never below the count memory held when it was handed over. */
+	#merge(key: string, { change, held }: Handover): Promise<unknown> {
 		const config = this.#config;
 		const client = this.#client!;
 		const now = Date.now();
-		const held = this.#memory.current(key, now);
 		return this.#failover!.run('EVALSHA', () => {
 			switch (change.kind) {
 				case 'marker':
@@ -1146,10 +1195,11 @@ class LoginCounts {
 
 	/** Changes journaled while the store is back on Redis (late settlements) are merged at once. */
 	#flushSoonIfOnRedis(): void {
-		if (this.#failover?.backend === 'redis') this.#flushSoon();
+		if (this.#failover?.backend === 'redis') this.flushSoon();
 	}
 
-	#flushSoon(): void {
+	/** Merges soon what is journaled (what arrived between the recovery flush and the switch). */
+	flushSoon(): void {
 		if (this.#flushTimer || this.#memory.journalSize === 0) return;
 		this.#flushTimer = setTimeout(() => {
 			this.#flushTimer = undefined;
@@ -1222,7 +1272,14 @@ export const loginGuard = (options: LoginGuardOptions): LoginGuard => {
 	};
 
 	/** Records the outcome when the handler ends the response, before the response goes out. */
-	const track = (req: Request, res: Response, username: string, ip: string, reservation: Reservation): void => {
+	const track = (
+		req: Request,
+		res: Response,
+		next: NextFunction,
+		username: string,
+		ip: string,
+		reservation: Reservation,
+	): void => {
 		let decided: LoginOutcome | undefined;
 		let settling: Promise<void> | undefined;
 		const attempt: LoginAttempt = Object.freeze({
@@ -1249,7 +1306,8 @@ export const loginGuard = (options: LoginGuardOptions): LoginGuard => {
 		const end = res.end;
 		res.end = function (this: Response, ...args: any[]) {
 			settling ??= settle(decided ?? outcomeOf(res.statusCode));
-			void settling.then(() => end.apply(res, args as Parameters<Response['end']>));
+			// What `end` throws (a chunk it cannot send, say) goes to Express, as it would have.
+			settling.then(() => end.apply(res, args as Parameters<Response['end']>)).catch(next);
 			return res;
 		} as Response['end'];
 
@@ -1278,7 +1336,7 @@ export const loginGuard = (options: LoginGuardOptions): LoginGuard => {
 			return;
 		}
 
-		track(req, res, username, ip, checked.reservation);
+		track(req, res, next, username, ip, checked.reservation);
 		next();
 	};
 
