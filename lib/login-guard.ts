@@ -12,7 +12,7 @@ import {
 	isResilientStore,
 } from './options.js';
 import { isReplyError, type RedisClient } from './redis-client.js';
-import { RedisScript } from './redis-script.js';
+import { LUA_DECREMENT_LIVE, RedisScript } from './redis-script.js';
 import { addressKey, requestAddressKey, shortDigest } from './request-session.js';
 import type { ResilientStore } from './store.js';
 
@@ -355,12 +355,32 @@ end
 `;
 
 /**
+ * Lua: a counter of failures over a window that starts at its first failure.
+ * `window_read(key, window)` returns its count and the window left in ms (a count
+ * found without expiry is given one); `window_count(key, window, ttl)` counts one
+ * more, with `ttl` from `window_read`, and returns the count and the window left.
+ */
+const LUA_WINDOW = `
+local function window_read(key, window)
+	local c = tonumber(redis.call('GET', key)) or 0
+	local ttl = redis.call('PTTL', key)
+	if c > 0 and ttl < 0 then redis.call('PEXPIRE', key, window); ttl = window end
+	return c, ttl
+end
+local function window_count(key, window, ttl)
+	local c = redis.call('INCR', key)
+	if ttl < 0 then redis.call('PEXPIRE', key, window); ttl = window end
+	return c, ttl
+end
+`;
+
+/**
  * KEYS: pair, username, marker. ARGV: maxFailures, lockoutMs, lockoutFactor,
  * maxLockoutMs, failureWindowMs, maxFailuresPerUsername, usernameWindowMs.
  * Returns { admitted, waitMs, pair failures, ms since the pair's last failure,
  * username failures, username window left in ms }.
  */
-const CHECK_USERNAME = new RedisScript(`${LUA_PRELUDE}
+const CHECK_USERNAME = new RedisScript(`${LUA_PRELUDE}${LUA_WINDOW}
 local free, base, factor = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local ceiling, keep = tonumber(ARGV[4]), tonumber(ARGV[5])
 local limit, window = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -368,9 +388,7 @@ local pair = redis.call('HMGET', KEYS[1], 'n', 't')
 local n, t = tonumber(pair[1]) or 0, tonumber(pair[2]) or 0
 local reset = tonumber(redis.call('GET', KEYS[3])) or -1
 if t <= reset then n = 0 end
-local u = tonumber(redis.call('GET', KEYS[2])) or 0
-local ttl = redis.call('PTTL', KEYS[2])
-if u > 0 and ttl < 0 then redis.call('PEXPIRE', KEYS[2], window); ttl = window end
+local u, ttl = window_read(KEYS[2], window)
 local wait = 0
 if n >= free then wait = t + lockout(n, free, base, factor, ceiling) - now end
 if u >= limit and ttl > wait then wait = ttl end
@@ -380,8 +398,7 @@ if at <= reset then at = reset + 1 end
 n = n + 1
 redis.call('HSET', KEYS[1], 'n', n, 't', at, 'p', t)
 redis.call('PEXPIRE', KEYS[1], at - now + lockout(n, free, base, factor, ceiling) + keep)
-u = redis.call('INCR', KEYS[2])
-if ttl < 0 then redis.call('PEXPIRE', KEYS[2], window); ttl = window end
+u, ttl = window_count(KEYS[2], window, ttl)
 return {1, 0, n, now - at, u, ttl}
 `);
 
@@ -389,22 +406,19 @@ return {1, 0, n, now - at, u, ttl}
  * KEYS: ip. ARGV: maxFailuresPerIp, ipWindowMs.
  * Returns { admitted, waitMs, failures, window left in ms }.
  */
-const CHECK_IP = new RedisScript(`${LUA_PRELUDE}
+const CHECK_IP = new RedisScript(`${LUA_WINDOW}
 local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
-local c = tonumber(redis.call('GET', KEYS[1])) or 0
-local ttl = redis.call('PTTL', KEYS[1])
-if c > 0 and ttl < 0 then redis.call('PEXPIRE', KEYS[1], window); ttl = window end
+local c, ttl = window_read(KEYS[1], window)
 if c >= limit then return {0, ttl, c, ttl} end
-c = redis.call('INCR', KEYS[1])
-if ttl < 0 then redis.call('PEXPIRE', KEYS[1], window); ttl = window end
+c, ttl = window_count(KEYS[1], window, ttl)
 return {1, 0, c, ttl}
 `);
 
-const LUA_UNCOUNT = `
+/** Lua: `uncount(key)` takes a reservation back from a windowed counter, deleting it at 0. */
+const LUA_UNCOUNT = `${LUA_DECREMENT_LIVE}
 local function uncount(key)
-	local c = tonumber(redis.call('GET', key))
-	if not c then return end
-	if c <= 1 then redis.call('DEL', key) else redis.call('DECR', key) end
+	local c = decrement_live(key)
+	if c and c <= 0 then redis.call('DEL', key) end
 end
 `;
 
@@ -863,6 +877,13 @@ const MERGE_BATCH = 100;
 const numbers = (reply: unknown): number[] => (reply as unknown[]).map(Number);
 
 /**
+ * Whether Redis missed `result` for an outage, so that what is counted in memory
+ * instead must be merged into Redis later. Not when there is no Redis, nor when it
+ * refused the command (`undefined`): it would refuse the merge as well.
+ */
+const isOutage = (result: Attempt<unknown> | undefined): boolean => result !== undefined && !result.served;
+
+/**
  * The counts of every guard on each failover, held weakly. Each failover gets one
  * listener per event and one recovery step, however many guards share it: it has no
  * way to remove a step, so a step per guard would pile up with every `loginGuard()`
@@ -1116,7 +1137,7 @@ class LoginCounts {
 			return side;
 		}
 
-		return this.#memory.checkUsername(keys, now, this.#journaling(result));
+		return this.#memory.checkUsername(keys, now, isOutage(result));
 	}
 
 	async #checkIp(keys: LoginKeys): Promise<IpSide> {
@@ -1140,7 +1161,7 @@ class LoginCounts {
 			return side;
 		}
 
-		return this.#memory.checkIp(keys, now, this.#journaling(result));
+		return this.#memory.checkIp(keys, now, isOutage(result));
 	}
 
 	async #settleUsername(keys: LoginKeys, side: UsernameSide, settlement: Settlement): Promise<void> {
@@ -1155,7 +1176,7 @@ class LoginCounts {
 			SETTLE_USERNAME.run(client, [keys.pair, keys.username], [settlement]),
 		);
 		// Served: the copies follow Redis. Not served: journaled, for Redis to learn on recovery.
-		this.#memory.settleUsername(keys, settlement, Date.now(), !result?.served && this.#journaling(result));
+		this.#memory.settleUsername(keys, settlement, Date.now(), isOutage(result));
 	}
 
 	async #settleIp(keys: LoginKeys, side: IpSide): Promise<void> {
@@ -1167,30 +1188,25 @@ class LoginCounts {
 
 		const client = this.#client!;
 		const result = await this.#redis('settle', () => UNCOUNT.run(client, [keys.ip]));
-		this.#memory.settleIp(keys, Date.now(), !result?.served && this.#journaling(result));
+		this.#memory.settleIp(keys, Date.now(), isOutage(result));
 	}
 
 	/**
-	 * Runs `command` on Redis through the store's failover. `undefined` when there is no
-	 * Redis, or when Redis answered with an error (logged): counted in memory then, but
-	 * not journaled, since Redis would refuse the merge as well.
+	 * Runs script `command` on Redis through the store's failover. `undefined` when there
+	 * is no Redis, or when Redis answered with an error (logged once per `action`):
+	 * counted in memory then, but not journaled, since Redis would refuse the merge as well.
 	 */
-	async #redis<T>(operation: string, command: () => Promise<T>): Promise<Attempt<T> | undefined> {
+	async #redis<T>(action: 'check' | 'settle', command: () => Promise<T>): Promise<Attempt<T> | undefined> {
 		if (!this.#failover) return undefined;
 		try {
 			return await this.#failover.attempt('EVALSHA', command);
 		} catch (error) {
 			this.#log.error(
-				`${operation}-refused`,
-				`resilient-session: Redis refused a login ${operation}, counting in memory: ` + (error as Error).message,
+				`${action}-refused`,
+				`resilient-session: Redis refused a login ${action}, counting in memory: ` + (error as Error).message,
 			);
 			return undefined;
 		}
-	}
-
-	/** Whether a count made in memory after `result` must be merged into Redis later. */
-	#journaling(result: { served: boolean } | undefined): boolean {
-		return result !== undefined && !result.served;
 	}
 
 	/** Changes journaled while the store is back on Redis (late settlements) are merged at once. */

@@ -29,7 +29,7 @@ import {
 	isResilientStore,
 } from './options.js';
 import { isCluster, isReplyError, type RedisClient } from './redis-client.js';
-import { RedisScript } from './redis-script.js';
+import { LUA_DECREMENT_LIVE, RedisScript } from './redis-script.js';
 import { requestAddressKey, storedSessionId } from './request-session.js';
 import type { ResilientStore } from './store.js';
 
@@ -332,7 +332,9 @@ export const resolveRateLimitOptions = (options: RateLimitOptions): RateLimitCon
 	if (identifier !== undefined && typeof identifier !== 'function') checkString('identifier', identifier, true);
 
 	const validate = pick('validate');
-	if (typeof validate !== 'boolean') checkObject('validate', validate, 'true, false or an object of true/false by check name');
+	if (typeof validate !== 'boolean') {
+		checkObject('validate', validate, 'true, false or an object of true/false by check name');
+	}
 
 	return Object.freeze({
 		store: given.store,
@@ -377,9 +379,9 @@ const NO_SCRIPT = '0'.repeat(40);
  * creates a key without expiry, at -1, when the count expired meanwhile (or was made in
  * memory during an outage); such a key would never go away.
  */
-const decrementScript = new RedisScript(
-	"if redis.call('PTTL', KEYS[1]) > 0 then return redis.call('DECR', KEYS[1]) end return 0",
-);
+const decrementScript = new RedisScript(`${LUA_DECREMENT_LIVE}
+return decrement_live(KEYS[1]) or 0
+`);
 
 type SendCommand = (details: SendCommandClusterDetails) => Promise<RedisReply>;
 

@@ -42,3 +42,16 @@ export class RedisScript {
 		}
 	}
 }
+
+/**
+ * Lua: `decrement_live(key)` takes one from a counter that still lives (has an expiry),
+ * returning what is left, or `false` when there is no such counter. A bare `DECR` would
+ * create a key at -1 without expiry when the counter expired meanwhile (or was counted
+ * in memory during an outage), and that key would never go away.
+ */
+export const LUA_DECREMENT_LIVE = `
+local function decrement_live(key)
+	if redis.call('PTTL', key) > 0 then return redis.call('DECR', key) end
+	return false
+end
+`;
