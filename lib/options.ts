@@ -14,7 +14,7 @@ export interface MemoryOptions {
 	/**
 	 * The most sessions held in memory: warm copies of sessions in use while Redis is
 	 * healthy, and every session during an outage. The least recently used are dropped
-	 * first. About 0.8 KB a session of 260 bytes, so the default costs about 8 MB.
+	 * first. About 560 bytes a session of 260 bytes, so the default costs under 6 MB.
 	 * @default 10_000
 	 */
 	readonly max?: number;
