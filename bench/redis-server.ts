@@ -3,22 +3,14 @@
  * so that it can be killed (SIGKILL) and started again without touching anyone else's
  * Redis. Also reads `INFO commandstats`, to count the commands each request costs.
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import net from 'node:net';
 import { createClient } from 'redis';
+import { freePort, RedisServer } from '../__tests__/helpers/redis-server.js';
 import { track } from './processes.js';
 
-/** A loopback port nobody listens on right now. */
-export const freePort = async (): Promise<number> => {
-	const server = net.createServer();
-	server.listen(0, '127.0.0.1');
-	await once(server, 'listening');
-	const { port } = server.address() as net.AddressInfo;
-	server.close();
-	await once(server, 'close');
-	return port;
-};
+export { freePort };
 
 /** The `redis-server --version` line, or `undefined` when redis-server is not on PATH. */
 export const redisServerVersion = (): string | undefined => {
@@ -66,82 +58,38 @@ export interface MonitoredCommand {
 }
 
 export class BenchRedis {
-	readonly port: number;
-	#process: ChildProcess | undefined;
+	readonly #server: RedisServer;
 	#monitor: BenchClient | undefined;
 
-	private constructor(port: number) {
-		this.port = port;
+	private constructor(server: RedisServer) {
+		this.#server = server;
 	}
 
 	/** Starts a redis-server on a free port; resolves once it accepts connections. */
 	static async start(): Promise<BenchRedis> {
-		const server = new BenchRedis(await freePort());
-		await server.restart();
-		return server;
+		// The tests' own private redis-server, with each process tracked so that it dies
+		// with the benchmark.
+		return new BenchRedis(await RedisServer.start({ args: () => ['--loglevel', 'notice'], onSpawn: track }));
+	}
+
+	get port(): number {
+		return this.#server.port;
 	}
 
 	get url(): string {
-		return `redis://127.0.0.1:${this.port}`;
+		return this.#server.url;
 	}
 
 	/** Starts the server (again) on the same port, empty. Resolves once it accepts connections. */
-	async restart(): Promise<void> {
-		if (this.#process) throw new Error('redis-server is already running');
-		const child = track(
-			spawn(
-				'redis-server',
-				[
-					'--port',
-					String(this.port),
-					'--bind',
-					'127.0.0.1',
-					'--save',
-					'',
-					'--appendonly',
-					'no',
-					'--daemonize',
-					'no',
-					'--loglevel',
-					'notice',
-				],
-				{ stdio: ['ignore', 'pipe', 'pipe'] },
-			),
-		);
-		this.#process = child;
-		let output = '';
-		await new Promise<void>((resolve, reject) => {
-			const onData = (chunk: Buffer) => {
-				output += chunk.toString();
-				if (output.includes('Ready to accept connections')) {
-					child.stdout!.off('data', onData);
-					child.off('exit', onExit);
-					resolve();
-				}
-			};
-
-			const onExit = (code: number | null) => {
-				this.#process = undefined;
-				reject(new Error(`redis-server exited with ${code}: ${output}`));
-			};
-
-			child.stdout!.on('data', onData);
-			child.once('exit', onExit);
-		});
-		child.stdout!.resume();
-		child.stderr!.resume();
+	restart(): Promise<void> {
+		return this.#server.restart();
 	}
 
 	/** SIGKILL: the server dies at once, without closing its connections politely. */
 	async kill(): Promise<void> {
-		const child = this.#process;
-		if (!child) return;
-		this.#process = undefined;
 		this.#monitor?.destroy();
 		this.#monitor = undefined;
-		const exited = once(child, 'exit');
-		child.kill('SIGKILL');
-		await exited;
+		await this.#server.kill();
 	}
 
 	/** Calls per command so far. */

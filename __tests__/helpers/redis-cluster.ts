@@ -25,7 +25,8 @@ export class RedisCluster {
 		const dir = mkdtempSync(path.join(tmpdir(), 'resilient-session-cluster-'));
 		const nodes = await Promise.all(
 			[0, 1, 2].map(() =>
-				RedisServer.start((port) => [
+				RedisServer.start({
+					args: (port) => [
 					'--cluster-enabled',
 					'yes',
 					'--cluster-config-file',
@@ -34,7 +35,8 @@ export class RedisCluster {
 					'2000',
 					'--dir',
 					dir,
-				]),
+					],
+				}),
 			),
 		);
 		await run('redis-cli', [

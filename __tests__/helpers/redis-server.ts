@@ -14,6 +14,13 @@ export const freePort = async (): Promise<number> => {
 	return port;
 };
 
+export interface RedisServerOptions {
+	/** More configuration, given the port the server will listen on. */
+	readonly args?: (port: number) => string[];
+	/** Called with each redis-server process started, for instance to kill it on exit. */
+	readonly onSpawn?: (child: ChildProcess) => void;
+}
+
 /**
  * A private redis-server for one test file, on its own port, with nothing persisted,
  * so that a test can kill it and start it again (empty) without touching anyone else.
@@ -22,17 +29,17 @@ export class RedisServer {
 	readonly port: number;
 	#process: ChildProcess | undefined;
 
+	readonly #options: RedisServerOptions;
 	readonly #extraArgs: string[];
 
-	private constructor(port: number, extraArgs: string[]) {
+	private constructor(port: number, options: RedisServerOptions) {
 		this.port = port;
-		this.#extraArgs = extraArgs;
+		this.#options = options;
+		this.#extraArgs = options.args?.(port) ?? [];
 	}
 
-	/** Starts a server; `extraArgs` adds configuration (given the port it will listen on). */
-	static async start(extraArgs: (port: number) => string[] = () => []): Promise<RedisServer> {
-		const port = await freePort();
-		const server = new RedisServer(port, extraArgs(port));
+	static async start(options: RedisServerOptions = {}): Promise<RedisServer> {
+		const server = new RedisServer(await freePort(), options);
 		await server.restart();
 		return server;
 	}
@@ -66,6 +73,7 @@ export class RedisServer {
 			{ stdio: ['ignore', 'pipe', 'pipe'] },
 		);
 		this.#process = child;
+		this.#options.onSpawn?.(child);
 		let output = '';
 		await new Promise<void>((resolve, reject) => {
 			const onData = (chunk: Buffer) => {
@@ -77,9 +85,13 @@ export class RedisServer {
 			};
 
 			child.stdout!.on('data', onData);
-			child.once('exit', (code) => reject(new Error(`redis-server exited with ${code}: ${output}`)));
+			child.once('exit', (code) => {
+				this.#process = undefined;
+				reject(new Error(`redis-server exited with ${code}: ${output}`));
+			});
 		});
 		child.stdout!.resume();
+		child.stderr!.resume();
 		child.removeAllListeners('exit');
 	}
 
