@@ -30,10 +30,6 @@ export class OnceLogger {
 		this.#logger = logger;
 	}
 
-	get logger(): Logger {
-		return this.#logger;
-	}
-
 	warn(key: string, message: string, ...details: unknown[]): void {
 		if (this.#take(key)) this.#logger.warn(message, ...details);
 	}

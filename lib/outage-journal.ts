@@ -27,8 +27,6 @@ export class OutageJournal {
 	readonly #log: OnceLogger;
 	#cleared = false;
 	#seq = 0;
-	/** Tombstones and writes dropped at their bound since the store started. */
-	dropped = 0;
 
 	constructor(limits: JournalLimits, log: OnceLogger) {
 		this.#limits = limits;
@@ -149,6 +147,5 @@ export class OutageJournal {
 	#dropOldest(map: Map<string, unknown>): void {
 		const oldest = map.keys().next();
 		if (!oldest.done) map.delete(oldest.value);
-		this.dropped++;
 	}
 }

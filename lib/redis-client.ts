@@ -10,7 +10,6 @@ export interface RedisClient {
 	readonly isReady?: boolean;
 	on(event: string, listener: (...args: any[]) => void): unknown;
 	off?(event: string, listener: (...args: any[]) => void): unknown;
-	listenerCount?(event: string): number;
 	[command: string]: any;
 }
 
