@@ -75,11 +75,10 @@ type Renewable = SessionData & { [renewedUntil]?: number };
 /** A session read from Redis: the text Redis holds, and how long it lives on. */
 interface Read {
 	readonly text: string;
-	readonly ttl: number;
+	/** The time to live the read gave it, when it renewed the expiry itself. */
+	readonly ttl?: number;
 	/** Whether the read renewed the expiry itself. */
 	readonly renewed: boolean;
-	/** The session, when the read parsed it already. */
-	readonly session?: SessionData;
 }
 
 /** The caller's serializer, with its errors marked as the caller's (they trip no fallback). */
@@ -371,32 +370,32 @@ export class ResilientStore extends Store {
 			return null;
 		}
 
-		const { text, ttl, renewed } = read.value;
+		const { text, renewed } = read.value;
 		// Parsed outside the failover: a session the serializer rejects is not a Redis failure.
-		const session: Renewable = read.value.session ?? (await this.#config.serializer.parse(text));
+		const session: Renewable = await this.#config.serializer.parse(text);
+		const ttl = read.value.ttl ?? renewedTtlSeconds(this.#config, session);
 		// Keep the memory side warm, for as long as Redis keeps the session.
 		this.#memory.keepWarm(sid, text, ttl);
 		if (renewed) session[renewedUntil] = Date.now() + ttl * 1000;
 		return session;
 	}
 
-	/** Reads `sid` from Redis: with its expiry renewed in the same round trip when it can be. */
+	/**
+	 * Reads the text of `sid` from Redis: with its expiry renewed in the same round trip
+	 * when it can be. The text, not a parsed session, so that it is parsed once and kept
+	 * warm as it is (connect-redis's get would parse it, and the warm copy serialize it again).
+	 */
 	async #readRedis(sid: string): Promise<Read | null> {
+		const key = this.#config.prefix + sid;
 		if (this.#renewOnRead) {
-			const reply = (await READ_AND_RENEW.run(this.#client!, [this.#config.prefix + sid], [this.#config.ttl as number])) as
+			const reply = (await READ_AND_RENEW.run(this.#client!, [key], [this.#config.ttl as number])) as
 				| [string, number]
 				| null;
 			return reply && { text: reply[0], ttl: Number(reply[1]), renewed: true };
 		}
 
-		const session = (await this.#redis!.get(sid)) as SessionData | null;
-		if (!session) return null;
-		return {
-			text: this.#config.serializer.stringify(session),
-			session,
-			ttl: renewedTtlSeconds(this.#config, session),
-			renewed: false,
-		};
+		const text = (await this.#client!.get(key)) as string | null;
+		return text === null ? null : { text, renewed: false };
 	}
 
 	async #set(sid: string, session: SessionData): Promise<void> {
@@ -421,7 +420,7 @@ export class ResilientStore extends Store {
 			this.#client!.set(prefix + sid, text, disableTTL ? undefined : { expiration: { type: 'EX', value: ttl } }),
 		);
 		if (result.served) this.#journal.settled(sid);
-		else if (this.#redis) this.#journal.written(sid);
+		else this.#journal.written(sid);
 		// Destroyed while this write waited on a stalled Redis: the destroy wins.
 		if (this.#journal.isDestroyed(sid)) this.#memory.destroy(sid);
 	}
