@@ -1,9 +1,9 @@
 import { performance } from 'node:perf_hooks';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import request from 'supertest';
-import { type LockoutInfo, loginGuard, type LoginGuardOptions, loginKeys } from '../lib/login-guard.js';
+import { type LockoutInfo, loginGuard, type LoginGuardOptions, loginKeys } from '../lib/login-guard/login-guard.js';
 import { type Logger, silentLogger } from '../lib/logger.js';
-import { ResilientStore } from '../lib/store.js';
+import { ResilientStore } from '../lib/session/store.js';
 import {
 	attempt,
 	CLIENT_IP,

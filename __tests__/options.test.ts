@@ -89,7 +89,7 @@ describe('ResilientStore options', () => {
 		let Other: typeof ResilientStore | undefined;
 		jest.isolateModules(() => {
 			// eslint-disable-next-line @typescript-eslint/no-require-imports
-			Other = (require('../lib/store.js') as { ResilientStore: typeof ResilientStore }).ResilientStore;
+			Other = (require('../lib/session/store.js') as { ResilientStore: typeof ResilientStore }).ResilientStore;
 		});
 		const store = new Other!({ logger: silentLogger });
 		try {

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { type EventEmitter, once } from 'node:events';
 import request from 'supertest';
 import { ResilientStore, type ResilientStoreOptions, silentLogger } from '../lib/index.js';
-import { rateLimit, type RateLimitOptions } from '../lib/rate-limit.js';
+import { rateLimit, type RateLimitOptions } from '../lib/rate-limit/rate-limit.js';
 import {
 	callApi,
 	commandCalls,

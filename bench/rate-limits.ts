@@ -1,11 +1,11 @@
 /**
  * The rate-limited scenario's middleware for each store, as its users would set it up:
- * ResilientStore's own `rateLimit()` (lib/rate-limit.ts) for the ResilientStore kinds,
+ * ResilientStore's own `rateLimit()` (lib/rate-limit/rate-limit.ts) for the ResilientStore kinds,
  * express-rate-limit with rate-limit-redis next to connect-redis, and express-rate-limit
  * with its in-memory store next to the memory stores. Every limiter counts per session
  * id, with a limit no benchmark reaches.
  *
- * lib/rate-limit.ts may not exist yet: then the scenario is skipped, with a note.
+ * lib/rate-limit/rate-limit.ts may not exist yet: then the scenario is skipped, with a note.
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
@@ -16,7 +16,7 @@ import { RedisStore as RateLimitRedisStore } from 'rate-limit-redis';
 import { ROOT } from './processes.js';
 import type { BuiltStore } from './stores.js';
 
-export const RATE_LIMIT_MODULE = path.join(ROOT, 'lib', 'rate-limit.ts');
+export const RATE_LIMIT_MODULE = path.join(ROOT, 'lib', 'rate-limit', 'rate-limit.ts');
 
 export const WINDOW_MS = 60_000;
 
@@ -25,7 +25,7 @@ export const LIMIT = 1e9;
 
 /** Why the rate-limited scenario cannot run, or `undefined` when it can. */
 export const rateLimitUnavailable = (): string | undefined =>
-	existsSync(RATE_LIMIT_MODULE) ? undefined : 'lib/rate-limit.ts does not exist yet';
+	existsSync(RATE_LIMIT_MODULE) ? undefined : 'lib/rate-limit/rate-limit.ts does not exist yet';
 
 /**
  * The rate limit middleware for `built`, or the reason there is none. The module is
@@ -38,7 +38,7 @@ export const buildRateLimit = async (built: BuiltStore): Promise<RequestHandler 
 		const module = (await import(pathToFileURL(RATE_LIMIT_MODULE).href)) as Record<string, unknown>;
 		const factory = (module.rateLimit ?? (module.default as Record<string, unknown> | undefined)?.rateLimit) as
 			((options: object) => RequestHandler) | undefined;
-		if (typeof factory !== 'function') return 'lib/rate-limit.ts exports no rateLimit()';
+		if (typeof factory !== 'function') return 'lib/rate-limit/rate-limit.ts exports no rateLimit()';
 		return factory({ store: built.resilient, windowMs: WINDOW_MS, limit: LIMIT });
 	}
 

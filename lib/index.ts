@@ -1,13 +1,13 @@
-export { ResilientStore } from './store.js';
-export type { SessionWithId, StoreStats, WriteBackResult } from './store.js';
-export type { Backend } from './failover.js';
-export { storeDefaults } from './options.js';
-export type { MemoryOptions, ResilientStoreOptions, Serializer } from './options.js';
-export type { RedisClient } from './redis-client.js';
-export { rateLimit, rateLimitDefaults } from './rate-limit.js';
-export type { RateLimitConfig, RateLimitHandler, RateLimitMessage, RateLimitOptions } from './rate-limit.js';
+export { ResilientStore } from './session/store.js';
+export type { SessionWithId, StoreStats, WriteBackResult } from './session/store.js';
+export type { Backend } from './redis/failover.js';
+export { storeDefaults } from './session/options.js';
+export type { MemoryOptions, ResilientStoreOptions, Serializer } from './session/options.js';
+export type { RedisClient } from './redis/client.js';
+export { rateLimit, rateLimitDefaults } from './rate-limit/rate-limit.js';
+export type { RateLimitConfig, RateLimitHandler, RateLimitMessage, RateLimitOptions } from './rate-limit/rate-limit.js';
 export { ipKeyGenerator } from 'express-rate-limit';
-export { loginGuard, loginGuardDefaults, normalizeUsername } from './login-guard.js';
+export { loginGuard, loginGuardDefaults, normalizeUsername } from './login-guard/login-guard.js';
 export type {
 	LockoutInfo,
 	LockoutScope,
@@ -16,7 +16,7 @@ export type {
 	LoginGuardMemoryOptions,
 	LoginGuardOptions,
 	LoginOutcome,
-} from './login-guard.js';
+} from './login-guard/login-guard.js';
 export { silentLogger } from './logger.js';
 export type { Logger } from './logger.js';
 export {

@@ -1,9 +1,9 @@
 import express, { type Express } from 'express';
 import session from 'express-session';
 import request from 'supertest';
-import { type LoginGuard, loginGuard, type LoginGuardOptions } from '../../lib/login-guard.js';
+import { type LoginGuard, loginGuard, type LoginGuardOptions } from '../../lib/login-guard/login-guard.js';
 import { silentLogger } from '../../lib/logger.js';
-import type { ResilientStore } from '../../lib/store.js';
+import type { ResilientStore } from '../../lib/session/store.js';
 
 /** The one account the test apps know. */
 export const KNOWN_USER = 'alice';

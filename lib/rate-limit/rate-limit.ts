@@ -14,8 +14,8 @@ import {
 	type ValueDeterminingMiddleware,
 } from 'express-rate-limit';
 import { RedisStore, type RedisReply, type SendCommandClusterDetails } from 'rate-limit-redis';
-import type { Attempt, Failover } from './failover.js';
-import { type Logger, OnceLogger } from './logger.js';
+import type { Attempt, Failover } from '../redis/failover.js';
+import { type Logger, OnceLogger } from '../logger.js';
 import {
 	checkBoolean,
 	checkFunction,
@@ -26,12 +26,13 @@ import {
 	checkObject,
 	checkString,
 	invalidOption,
-	isResilientStore,
-} from './options.js';
-import { isCluster, isReplyError, type RedisClient } from './redis-client.js';
-import { LUA_DECREMENT_LIVE, RedisScript } from './redis-script.js';
-import { requestAddressKey, storedSessionId } from './request-session.js';
-import type { ResilientStore } from './store.js';
+} from '../options/checks.js';
+import { isResilientStore } from '../session/options.js';
+import { isCluster, isReplyError, type RedisClient } from '../redis/client.js';
+import { LUA_DECREMENT_LIVE, RedisScript } from '../redis/script.js';
+import { requestAddressKey } from '../counting/client-address.js';
+import { storedSessionId } from '../session/request-session.js';
+import type { ResilientStore } from '../session/store.js';
 
 /** What a limited client gets in the body: a string, or an object sent as JSON. */
 export type RateLimitMessage = string | object;

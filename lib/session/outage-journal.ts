@@ -1,4 +1,4 @@
-import type { OnceLogger } from './logger.js';
+import type { OnceLogger } from '../logger.js';
 
 /** What has to be done in Redis for one session when it comes back. */
 export type PendingKind = 'write' | 'touch';

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { RedisClient } from './redis-client.js';
+import type { RedisClient } from './client.js';
 
 /** An argument of a script; numbers are sent as their decimal text. */
 export type ScriptArgument = string | number;

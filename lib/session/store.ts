@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { RedisStore } from 'connect-redis';
 import { Store, type SessionData } from 'express-session';
-import { type Callback, settle } from './callback.js';
-import { withDeadline } from './deadline.js';
-import { StoreClosedError } from './errors.js';
-import { type Attempt, type Backend, Failover } from './failover.js';
-import { OnceLogger } from './logger.js';
+import { type Callback, settle } from '../callback.js';
+import { withDeadline } from '../redis/deadline.js';
+import { StoreClosedError } from '../errors.js';
+import { type Attempt, type Backend, Failover } from '../redis/failover.js';
+import { OnceLogger } from '../logger.js';
 import { MemorySide } from './memory-side.js';
 import {
 	renewedTtlSeconds,
@@ -24,8 +24,8 @@ import {
 	isRedisFailure,
 	markCallerError,
 	type RedisClient,
-} from './redis-client.js';
-import { RedisScript } from './redis-script.js';
+} from '../redis/client.js';
+import { RedisScript } from '../redis/script.js';
 
 /** Bulk operations (`all`, `ids`, `length`, `clear`) scan every key: they get this many deadlines. */
 const BULK_DEADLINES = 20;

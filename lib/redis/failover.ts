@@ -1,9 +1,9 @@
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { withDeadline } from './deadline.js';
-import { isRedisTimeoutError, RedisUnavailableError } from './errors.js';
-import { debug, type OnceLogger } from './logger.js';
-import { canSend, isCluster, isRedisFailure, isReplyError, type RedisClient } from './redis-client.js';
+import { isRedisTimeoutError, RedisUnavailableError } from '../errors.js';
+import { debug, type OnceLogger } from '../logger.js';
+import { canSend, isCluster, isRedisFailure, isReplyError, type RedisClient } from './client.js';
 
 /** Where operations go right now. */
 export type Backend = 'redis' | 'memory';

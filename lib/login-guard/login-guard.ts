@@ -1,6 +1,6 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import type { Attempt, Backend, Failover } from './failover.js';
-import { type Logger, OnceLogger } from './logger.js';
+import type { Attempt, Backend, Failover } from '../redis/failover.js';
+import { type Logger, OnceLogger } from '../logger.js';
 import {
 	checkFunction,
 	checkInteger,
@@ -9,12 +9,12 @@ import {
 	checkObject,
 	checkString,
 	invalidOption,
-	isResilientStore,
-} from './options.js';
-import { isReplyError, type RedisClient } from './redis-client.js';
-import { LUA_DECREMENT_LIVE, RedisScript } from './redis-script.js';
-import { addressKey, requestAddressKey, shortDigest } from './request-session.js';
-import type { ResilientStore } from './store.js';
+} from '../options/checks.js';
+import { isResilientStore } from '../session/options.js';
+import { isReplyError, type RedisClient } from '../redis/client.js';
+import { LUA_DECREMENT_LIVE, RedisScript } from '../redis/script.js';
+import { addressKey, requestAddressKey, shortDigest } from '../counting/client-address.js';
+import type { ResilientStore } from '../session/store.js';
 
 /** What an attempt turned out to be. */
 export type LoginOutcome = 'failure' | 'success';

@@ -1,4 +1,4 @@
-import { RedisTimeoutError } from './errors.js';
+import { RedisTimeoutError } from '../errors.js';
 
 /**
  * Settles as `promise` does, or rejects with a {@link RedisTimeoutError} after `ms`.
