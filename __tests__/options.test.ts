@@ -39,6 +39,16 @@ describe('ResilientStore options', () => {
 		expect(create(options)).toThrow(message);
 	});
 
+	it.each([
+		[{ timeout: 50 }, /ResilientStore has no option `timeout` \(did you mean `timeoutMs`\?\)/],
+		[{ ttlSeconds: 60 }, /no option `ttlSeconds` \(did you mean `ttl`\?\)/],
+		[{ disableTtl: true }, /no option `disableTtl` \(did you mean `disableTTL`\?\)/],
+		[{ memory: { maxSessions: 5 } }, /`memory` has no option `maxSessions` \(did you mean `max`\?\)/],
+	])('rejects the unknown option in %j, naming the closest real one', (options, message) => {
+		expect(create(options)).toThrow(TypeError);
+		expect(create(options)).toThrow(message);
+	});
+
 	it('refuses both `client` and `url`', () => {
 		const client = createClient();
 		expect(create({ client, url: 'redis://localhost' })).toThrow(/pass `client` or `url`, not both/);
@@ -101,5 +111,30 @@ describe('ResilientStore options', () => {
 		} finally {
 			await store.close();
 		}
+	});
+});
+
+describe('unknown options of the middlewares', () => {
+	let store: ResilientStore;
+	beforeAll(() => {
+		store = new ResilientStore({ logger: silentLogger });
+	});
+	afterAll(() => store.close());
+
+	it.each([
+		[{ maxFailure: 3 }, /loginGuard\(\) has no option `maxFailure` \(did you mean `maxFailures`\?\)/],
+		[{ lockout: 1000 }, /loginGuard\(\) has no option `lockout` \(did you mean `lockoutMs`\?\)/],
+		[{ memory: { maximum: 5 } }, /loginGuard\(\) `memory` has no option `maximum` \(did you mean `max`\?\)/],
+	])('loginGuard() rejects %j, naming the closest real option', (options, message) => {
+		expect(() => loginGuard({ store, logger: silentLogger, ...options } as never)).toThrow(TypeError);
+		expect(() => loginGuard({ store, logger: silentLogger, ...options } as never)).toThrow(message);
+	});
+
+	it.each([
+		[{ window: 1000 }, /rateLimit\(\) has no option `window` \(did you mean `windowMs`\?\)/],
+		[{ max: 5 }, /rateLimit\(\) has no option `max` \(use `limit`\)/],
+	])('rateLimit() rejects %j the same way', (options, message) => {
+		expect(() => rateLimit({ store, logger: silentLogger, ...options } as never)).toThrow(TypeError);
+		expect(() => rateLimit({ store, logger: silentLogger, ...options } as never)).toThrow(message);
 	});
 });

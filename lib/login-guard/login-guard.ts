@@ -9,6 +9,7 @@ import {
 	checkObject,
 	checkString,
 	invalidOption,
+	rejectUnknownOptions,
 } from '../options/checks.js';
 import { isResilientStore } from '../session/options.js';
 import { isReplyError, type RedisClient } from '../redis/client.js';
@@ -243,9 +244,31 @@ interface LoginGuardConfig {
 /** NIST SP 800-63B §5.2.2: no more than 100 consecutive failures on one account. */
 const NIST_MAX_FAILURES = 100;
 
+/** Every option name, so that a misspelt one is an error rather than silently ignored. */
+const KNOWN_OPTIONS = Object.freeze({
+	store: true,
+	username: true,
+	maxFailures: true,
+	lockoutMs: true,
+	lockoutFactor: true,
+	maxLockoutMs: true,
+	failureWindowMs: true,
+	maxFailuresPerUsername: true,
+	usernameWindowMs: true,
+	maxFailuresPerIp: true,
+	ipWindowMs: true,
+	ipv6Subnet: true,
+	prefix: true,
+	message: true,
+	onLockout: true,
+	memory: true,
+	logger: true,
+} satisfies Record<keyof LoginGuardOptions, true>);
+
 /** Resolves the options once into a fully required, checked config. */
 const resolveLoginGuardOptions = (options: LoginGuardOptions): LoginGuardConfig => {
 	checkObject('options', options, 'an object with at least `store`');
+	rejectUnknownOptions('loginGuard()', options, KNOWN_OPTIONS);
 	const pick = <K extends keyof typeof loginGuardDefaults>(key: K) => options[key] ?? loginGuardDefaults[key];
 
 	if (!isResilientStore(options.store)) invalidOption('store', 'a ResilientStore', options.store);
@@ -268,6 +291,7 @@ const resolveLoginGuardOptions = (options: LoginGuardOptions): LoginGuardConfig 
 	if (/[{}]/.test(prefix)) invalidOption('prefix', 'a string without braces (they would become the hash tag)', prefix);
 
 	const memory: LoginGuardMemoryOptions = checkObject('memory', options.memory ?? {});
+	rejectUnknownOptions('loginGuard() `memory`', memory, { max: true });
 
 	const config: LoginGuardConfig = Object.freeze({
 		store: options.store,

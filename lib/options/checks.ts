@@ -66,3 +66,60 @@ export const checkLogger = (value: unknown): Logger => {
 
 	return logger as unknown as Logger;
 };
+
+/** How many single-character edits turn `a` into `b` (Levenshtein distance). */
+const editDistance = (a: string, b: string): number => {
+	let previous = Array.from({ length: b.length + 1 }, (_, index) => index);
+	for (let i = 1; i <= a.length; i++) {
+		const current = [i];
+		for (let j = 1; j <= b.length; j++) {
+			const substitution = previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1);
+			current[j] = Math.min(previous[j] + 1, current[j - 1] + 1, substitution);
+		}
+
+		previous = current;
+	}
+
+	return previous[b.length];
+};
+
+/**
+ * The known name closest to `name`: the one fewest edits away, ignoring case, or the
+ * one that starts with it or that it starts with (`timeout` → `timeoutMs`).
+ */
+export const closestName = (name: string, known: readonly string[]): string | undefined => {
+	const lower = name.toLowerCase();
+	let best: string | undefined;
+	let bestDistance = Infinity;
+	for (const candidate of known) {
+		const other = candidate.toLowerCase();
+		const distance = other.startsWith(lower) || lower.startsWith(other) ? 0.5 : editDistance(lower, other);
+		if (distance < bestDistance) {
+			best = candidate;
+			bestDistance = distance;
+		}
+	}
+
+	return best;
+};
+
+/**
+ * Throws a `TypeError` for the first option of `options` that `known` does not list,
+ * naming it and the closest real one, so that a misspelt option is an error rather than
+ * silently ignored. `owner` names what takes the options (`ResilientStore`,
+ * `rateLimit()`); `hints` explains names that look right but are not (`max`: use `limit`).
+ */
+export const rejectUnknownOptions = (
+	owner: string,
+	options: object,
+	known: Readonly<Record<string, true>>,
+	hints: Readonly<Record<string, string>> = {},
+): void => {
+	const names = Object.keys(known);
+	for (const name of Object.keys(options)) {
+		if (Object.hasOwn(known, name)) continue;
+		const closest = closestName(name, names);
+		const hint = hints[name] ?? (closest === undefined ? undefined : `did you mean \`${closest}\`?`);
+		throw new TypeError(`resilient-session: ${owner} has no option \`${name}\`${hint ? ` (${hint})` : ''}`);
+	}
+};

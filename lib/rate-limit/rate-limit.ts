@@ -26,6 +26,7 @@ import {
 	checkObject,
 	checkString,
 	invalidOption,
+	rejectUnknownOptions,
 } from '../options/checks.js';
 import { isResilientStore } from '../session/options.js';
 import { isCluster, isReplyError, type RedisClient } from '../redis/client.js';
@@ -300,12 +301,7 @@ const statusBelow400: ValueDeterminingMiddleware<boolean> = (_request, response)
 /** Resolves the options once into a fully required, checked config. */
 export const resolveRateLimitOptions = (options: RateLimitOptions): RateLimitConfig => {
 	checkObject('options', options, 'an object with at least `store`');
-	for (const name of Object.keys(options)) {
-		if (!Object.hasOwn(KNOWN_OPTIONS, name)) {
-			const hint = NOT_HERE[name] ? ` (${NOT_HERE[name]})` : '';
-			throw new TypeError(`resilient-session: rateLimit() has no option \`${name}\`${hint}`);
-		}
-	}
+	rejectUnknownOptions('rateLimit()', options, KNOWN_OPTIONS, NOT_HERE);
 
 	const given = options;
 	const pick = <K extends keyof typeof rateLimitDefaults>(key: K) => given[key] ?? rateLimitDefaults[key];

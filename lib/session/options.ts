@@ -7,6 +7,7 @@ import {
 	checkObject,
 	checkString,
 	invalidOption,
+	rejectUnknownOptions,
 } from '../options/checks.js';
 import { isRedisClient, type RedisClient } from '../redis/client.js';
 import type { ResilientStore } from './store.js';
@@ -196,9 +197,32 @@ export const isResilientStore = (value: unknown): value is ResilientStore => {
 	);
 };
 
+/** Every option name, so that a misspelt one is an error rather than silently ignored. */
+const KNOWN_OPTIONS = Object.freeze({
+	client: true,
+	url: true,
+	prefix: true,
+	ttl: true,
+	disableTTL: true,
+	disableTouch: true,
+	serializer: true,
+	scanCount: true,
+	memory: true,
+	timeoutMs: true,
+	probeIntervalMs: true,
+	recoverAfterProbes: true,
+	minFallbackMs: true,
+	maxTombstones: true,
+	reconnectMaxDelayMs: true,
+	logger: true,
+} satisfies Record<keyof ResilientStoreOptions, true>);
+
+const KNOWN_MEMORY_OPTIONS = Object.freeze({ max: true, checkPeriodMs: true } satisfies Record<keyof MemoryOptions, true>);
+
 /** Resolves the options once into a fully required, checked config. */
 export const resolveStoreOptions = (options: ResilientStoreOptions = {}): StoreConfig => {
 	const given = checkObject('options', options) as ResilientStoreOptions;
+	rejectUnknownOptions('ResilientStore', given, KNOWN_OPTIONS);
 	const pick = <K extends keyof typeof storeDefaults>(key: K) => given[key] ?? storeDefaults[key];
 
 	if (given.client !== undefined && given.url !== undefined) {
@@ -234,6 +258,7 @@ export const resolveStoreOptions = (options: ResilientStoreOptions = {}): StoreC
 	const prefix = checkString('prefix', pick('prefix'));
 
 	const memory = checkObject('memory', given.memory ?? {}) as MemoryOptions;
+	rejectUnknownOptions('ResilientStore `memory`', memory, KNOWN_MEMORY_OPTIONS);
 
 	return Object.freeze({
 		client: given.client,
