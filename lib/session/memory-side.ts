@@ -43,12 +43,6 @@ export class MemorySide {
 		});
 	}
 
-	/** Keeps `session`, or forgets it when it has already expired (as connect-redis does). */
-	set(sid: string, session: SessionData): void {
-		if (!this.#config.disableTTL && ttlSeconds(this.#config, session) <= 0) this.#store.destroy(sid);
-		else this.#store.set(sid, session);
-	}
-
 	/**
 	 * Keeps a warm copy of a session read from Redis, as the text Redis holds, for
 	 * `ttlSeconds`. The text goes straight into memorystore's LRU cache, which holds

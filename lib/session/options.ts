@@ -292,9 +292,9 @@ export const resolveStoreOptions = (options: ResilientStoreOptions = {}): StoreC
  * loaded and leaves unchanged: touching resets the cookie to its full `originalMaxAge`.
  */
 export const renewedTtlSeconds = (config: Pick<StoreConfig, 'ttl'>, session: SessionData): number => {
-	if (typeof config.ttl === 'function') return config.ttl(session);
+	if (typeof config.ttl === 'function') return finiteOrExpired(config.ttl(session));
 	const maxAge = session?.cookie?.originalMaxAge;
-	return typeof maxAge === 'number' ? Math.ceil(maxAge / 1000) : config.ttl;
+	return typeof maxAge === 'number' ? finiteOrExpired(Math.ceil(maxAge / 1000)) : config.ttl;
 };
 
 /**
@@ -303,8 +303,15 @@ export const renewedTtlSeconds = (config: Pick<StoreConfig, 'ttl'>, session: Ses
  * Zero or less means the session has already expired.
  */
 export const ttlSeconds = (config: Pick<StoreConfig, 'ttl'>, session: SessionData): number => {
-	if (typeof config.ttl === 'function') return config.ttl(session);
+	if (typeof config.ttl === 'function') return finiteOrExpired(config.ttl(session));
 	const expires = session?.cookie?.expires;
-	if (expires) return Math.ceil((Number(new Date(expires)) - Date.now()) / 1000);
+	if (expires) return finiteOrExpired(Math.ceil((Number(new Date(expires)) - Date.now()) / 1000));
 	return config.ttl;
 };
+
+/**
+ * A time to live that is not a finite number (an invalid `cookie.expires`, a `ttl`
+ * function returning `NaN`) counts as expired, as in connect-redis: Redis would refuse
+ * `EX NaN` and fail the request.
+ */
+const finiteOrExpired = (seconds: number): number => (Number.isFinite(seconds) ? seconds : 0);

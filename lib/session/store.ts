@@ -6,6 +6,7 @@ import { withDeadline } from '../redis/deadline.js';
 import { StoreClosedError } from '../errors.js';
 import { type Attempt, type Backend, Failover } from '../redis/failover.js';
 import { OnceLogger } from '../logger.js';
+import { describe } from '../options/checks.js';
 import { MemorySide } from './memory-side.js';
 import {
 	renewedTtlSeconds,
@@ -62,15 +63,14 @@ return { text, ttl }
 
 /**
  * When a session read from Redis was given its renewed expiry (epoch ms), carried from
- * the read to express-session's touch on the session object, where it is not enumerable
- * and so never serialized.
+ * the read to express-session's touch: keyed by the object `get` returned, then by the
+ * request's session made from it. Kept beside the session rather than on it, so that
+ * nothing of the store's own shows on a session (spreads, clones, deep equality).
  */
-const renewedUntil = Symbol('resilient-session.renewed-until');
+const renewedUntil = new WeakMap<object, number>();
 
 /** A touch within this much of the renewal made by the read is not sent again. */
 const RENEWAL_TOLERANCE_MS = 2_000;
-
-type Renewable = SessionData & { [renewedUntil]?: number };
 
 /** A session read from Redis: the text Redis holds, and how long it lives on. */
 interface Read {
@@ -272,8 +272,8 @@ export class ResilientStore extends Store {
 		const [req, data] = args;
 		if (req.sessionID) markLoaded(req, req.sessionID);
 		const session = super.createSession(...args);
-		const until = (data as Renewable)[renewedUntil];
-		if (until !== undefined) Object.defineProperty(session, renewedUntil, { value: until, writable: true });
+		const until = renewedUntil.get(data);
+		if (until !== undefined) renewedUntil.set(session, until);
 		return session;
 	}
 
@@ -372,12 +372,42 @@ export class ResilientStore extends Store {
 
 		const { text, renewed } = read.value;
 		// Parsed outside the failover: a session the serializer rejects is not a Redis failure.
-		const session: Renewable = await this.#config.serializer.parse(text);
+		const session = await this.#parse(sid, text);
+		if (!session) {
+			this.#memory.destroy(sid);
+			return null;
+		}
+
 		const ttl = read.value.ttl ?? renewedTtlSeconds(this.#config, session);
 		// Keep the memory side warm, for as long as Redis keeps the session.
 		this.#memory.keepWarm(sid, text, ttl);
-		if (renewed) session[renewedUntil] = Date.now() + ttl * 1000;
+		if (renewed) renewedUntil.set(session, Date.now() + ttl * 1000);
 		return session;
+	}
+
+	/**
+	 * Parses the text Redis holds for `sid`. Text that is not a session (`null`, empty,
+	 * garbage: another writer, a corrupted value) is no session, logged once, so that the
+	 * request goes on with a fresh one instead of failing.
+	 */
+	async #parse(sid: string, text: string): Promise<SessionData | null> {
+		let session: unknown;
+		try {
+			session = await this.#config.serializer.parse(text);
+		} catch (error) {
+			session = error;
+		}
+
+		if (session !== null && typeof session === 'object' && !Array.isArray(session) && !(session instanceof Error)) {
+			return session as SessionData;
+		}
+
+		const why = session instanceof Error ? session.message : `it is ${describe(session)}`;
+		this.#log.warn(
+			'unreadable-session',
+			`resilient-session: the session text of ${JSON.stringify(this.#config.prefix + sid)} is not a session (${why}): treated as no session`,
+		);
+		return null;
 	}
 
 	/**
@@ -403,19 +433,17 @@ export class ResilientStore extends Store {
 		// A request still in flight when its session was destroyed (a logout on another
 		// tab) must not bring it back.
 		if (this.#journal.isDestroyed(sid)) return;
-		if (!this.#client) {
-			this.#memory.set(sid, session);
-			return;
-		}
-
 		const { disableTTL, prefix } = this.#config;
 		const ttl = ttlSeconds(this.#config, session);
 		// Already expired: destroyed, as connect-redis does.
 		if (!disableTTL && ttl <= 0) return this.#destroy(sid);
 		// Written here rather than through connect-redis's set, which would serialize the
-		// session a second time: the same text goes to Redis and to the warm copy.
+		// session a second time: the same text goes to Redis and to the warm copy. A
+		// session the serializer cannot encode rejects, in every mode (memorystore would
+		// keep the previous version and report nothing).
 		const text = this.#serializer.stringify(session);
 		this.#memory.keepWarm(sid, text, ttl);
+		if (!this.#client) return;
 		const result = await this.#attempt('set', 'SET', () =>
 			this.#client!.set(prefix + sid, text, disableTTL ? undefined : { expiration: { type: 'EX', value: ttl } }),
 		);
@@ -425,10 +453,10 @@ export class ResilientStore extends Store {
 		if (this.#journal.isDestroyed(sid)) this.#memory.destroy(sid);
 	}
 
-	async #touch(sid: string, session: Renewable): Promise<void> {
+	async #touch(sid: string, session: SessionData): Promise<void> {
 		this.#assertOpen('touch');
 		// The read renewed it already, in its own round trip.
-		const until = session[renewedUntil];
+		const until = renewedUntil.get(session);
 		if (until !== undefined && Math.abs(Date.now() + ttlSeconds(this.#config, session) * 1000 - until) < RENEWAL_TOLERANCE_MS) {
 			return;
 		}
