@@ -370,3 +370,30 @@ describe('split brain: two instances on one Redis, one cut off', () => {
 		expect((await request(otherUrl).get('/whoami').set('Cookie', cookie).expect(200)).body.user).toBeNull();
 	});
 });
+
+describe('an ACL user limited to the session prefix', () => {
+	beforeEach(async () => {
+		await redis.command('ACL', 'SETUSER', 'app', 'on', '>app-password', '~sess:*', '+@all');
+		cleanups.push(() => redis.command('ACL', 'DELUSER', 'app'));
+	});
+
+	it('goes back to Redis after a cut, though the marker key outside the prefix is refused', async () => {
+		const warn = jest.fn();
+		const url = proxy.url.replace('redis://', 'redis://app:app-password@');
+		const store = new ResilientStore({ url, logger: { warn, error: jest.fn() }, ...fastFailover });
+		cleanups.push(() => store.close());
+		const sid = newSid();
+		await store.set(sid, sessionData(60, { views: 1 }) as SessionData);
+		expect(store.backend).toBe('redis');
+		proxy.cut();
+		await store.get(sid);
+		expect(store.backend).toBe('memory');
+		await store.set(sid, sessionData(60, { views: 2 }) as SessionData);
+		const recovered = nextEvent(store, 'recover');
+		proxy.pass();
+		await recovered;
+		expect(store.backend).toBe('redis');
+		expect(await inRedis(sid)).toMatchObject({ views: 2 });
+		expect(warn.mock.calls.map(([message]) => message).join('\n')).toMatch(/refused the marker key.*NOPERM/);
+	});
+});

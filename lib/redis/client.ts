@@ -36,11 +36,12 @@ export const canSend = (client: RedisClient): boolean =>
 /**
  * Reply errors that mean "this server cannot serve now", unlike `WRONGTYPE` and the like:
  * loading or busy, a cluster or replica that is not ready, out of memory, a failed disk
- * (`MISCONF`), and credentials or permissions that stopped working. Serving from memory
- * beats answering 500 to every request meanwhile.
+ * (`MISCONF`), and credentials that stopped working. Serving from memory beats answering
+ * 500 to every request meanwhile. `NOPERM` is not one of them: an ACL refusing one key or
+ * command is a refusal of that command, and must never hold the store on memory.
  */
 const UNAVAILABLE_REPLY =
-	/^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|NOREPLICAS|OOM|MISCONF|NOAUTH|WRONGPASS|NOPERM)\b/;
+	/^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|NOREPLICAS|OOM|MISCONF|NOAUTH|WRONGPASS)\b/;
 
 /** The names node-redis v5 and v6 give their reply error classes. */
 const REPLY_CLASSES = new Set(['ErrorReply', 'SimpleError', 'BlobError', 'MultiErrorReply']);

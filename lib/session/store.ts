@@ -571,13 +571,25 @@ export class ResilientStore extends Store {
 		const failover = this.#failover!;
 		const client = this.#client!;
 		const fresh = randomUUID();
-		const created = await failover.run('SET NX', () =>
-			client.set(this.#epochKey, fresh, { condition: 'NX' }),
-		);
-		const current = created ? fresh : ((await failover.run('GET', () => client.get(this.#epochKey))) as string);
-		const lost = this.#epoch !== undefined && current !== this.#epoch;
-		this.#epoch = current;
-		return lost;
+		try {
+			const created = await failover.run('SET NX', () =>
+				client.set(this.#epochKey, fresh, { condition: 'NX' }),
+			);
+			const current = created ? fresh : ((await failover.run('GET', () => client.get(this.#epochKey))) as string);
+			const lost = this.#epoch !== undefined && current !== this.#epoch;
+			this.#epoch = current;
+			return lost;
+		} catch (error) {
+			if (isRedisFailure(error)) throw error;
+			// Refused (an ACL that allows only the session prefix, say): the store works on,
+			// without noticing that Redis lost its data.
+			this.#log.warn(
+				'epoch-refused',
+				`resilient-session: Redis refused the marker key ${this.#epochKey} (${(error as Error).message}): ` +
+					'a Redis that restarts empty is not noticed, so sessions are not restored from memory',
+			);
+			return false;
+		}
 	}
 
 	/**
