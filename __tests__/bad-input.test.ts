@@ -5,32 +5,11 @@ import session from 'express-session';
 import request from 'supertest';
 import { type ResilientStore } from '../lib/index.js';
 import { newSid, sessionData } from './helpers/app.js';
-import { RedisServer } from './helpers/redis-server.js';
-import { StoreFactory } from './helpers/stores.js';
-import { TcpProxy } from './helpers/tcp-proxy.js';
+import { useStoreFactory } from './helpers/stores.js';
 
 const SECRET = 'test secret';
 
-let redis: RedisServer;
-let proxy: TcpProxy;
-let stores: StoreFactory;
-
-beforeAll(async () => {
-	redis = await RedisServer.start();
-	proxy = await TcpProxy.start(redis.port);
-	proxy.cut();
-	stores = new StoreFactory(redis, proxy);
-});
-
-afterEach(async () => {
-	await stores.closeAll();
-	await redis.command('FLUSHALL');
-});
-
-afterAll(async () => {
-	await proxy.close();
-	await redis.kill();
-});
+const fixture = useStoreFactory();
 
 /** The cookie express-session would send for session `sid`: `s:` + id + `.` + HMAC. */
 const signedCookie = (sid: string) => {
@@ -58,25 +37,25 @@ const createApp = (store: ResilientStore) => {
 
 describe.each(['redis', 'memory-only'] as const)('bad input on %s', (mode) => {
 	it('treats a session whose cookie has an invalid expiry as expired', async () => {
-		const store = await stores.create(mode);
+		const store = await fixture.stores.create(mode);
 		const sid = newSid();
 		await store.set(sid, sessionData(60, { views: 1 }) as never);
 		const invalid = { ...sessionData(60, { views: 2 }), cookie: { ...sessionData(60).cookie, expires: new Date(Number.NaN) } };
 		// Redis would refuse `EX NaN`: expired instead, and destroyed, as connect-redis does.
 		await expect(store.set(sid, invalid as never)).resolves.toBeUndefined();
 		expect(await store.get(sid)).toBeNull();
-		if (mode === 'redis') expect(await redis.command('EXISTS', `sess:${sid}`)).toBe(0);
+		if (mode === 'redis') expect(await fixture.redis.command('EXISTS', `sess:${sid}`)).toBe(0);
 	});
 
 	it('treats a session whose ttl function returns NaN as expired', async () => {
-		const store = await stores.create(mode, { ttl: () => Number.NaN });
+		const store = await fixture.stores.create(mode, { ttl: () => Number.NaN });
 		const sid = newSid();
 		await expect(store.set(sid, sessionData(60) as never)).resolves.toBeUndefined();
 		expect(await store.get(sid)).toBeNull();
 	});
 
 	it('rejects a session the serializer cannot encode, keeping nothing of it', async () => {
-		const store = await stores.create(mode);
+		const store = await fixture.stores.create(mode);
 		const sid = newSid();
 		await store.set(sid, sessionData(60, { views: 1 }) as never);
 		await expect(store.set(sid, sessionData(60, { views: 2, big: 10n }) as never)).rejects.toThrow(/BigInt/);
@@ -87,7 +66,7 @@ describe.each(['redis', 'memory-only'] as const)('bad input on %s', (mode) => {
 	});
 
 	it('reads back a session deep-equal to what was written, with nothing of its own on it', async () => {
-		const store = await stores.create(mode);
+		const store = await fixture.stores.create(mode);
 		const sid = newSid();
 		const written = JSON.parse(JSON.stringify(sessionData(60, { views: 4, user: 'alice' })));
 		await store.set(sid, written);
@@ -98,7 +77,7 @@ describe.each(['redis', 'memory-only'] as const)('bad input on %s', (mode) => {
 	});
 
 	it('shows no symbol of the store on req.session', async () => {
-		const store = await stores.create(mode);
+		const store = await fixture.stores.create(mode);
 		const agent = request.agent(createApp(store));
 		await agent.get('/count').expect(200);
 		const response = await agent.get('/symbols').expect(200);
@@ -116,9 +95,9 @@ describe('session text in Redis that is not a session', () => {
 		['a string', '"text"'],
 	])('answers 200 with a fresh session when the text is %s', async (_name, text) => {
 		const warn = jest.fn();
-		const store = await stores.create('redis', { logger: { warn, error: jest.fn() } });
+		const store = await fixture.stores.create('redis', { logger: { warn, error: jest.fn() } });
 		const sid = newSid();
-		await redis.command('SET', `sess:${sid}`, text, 'EX', '60');
+		await fixture.redis.command('SET', `sess:${sid}`, text, 'EX', '60');
 		const app = createApp(store);
 		const response = await request(app).get('/count').set('Cookie', signedCookie(sid)).expect(200);
 		expect(response.body.views).toBe(1);
@@ -130,10 +109,10 @@ describe('session text in Redis that is not a session', () => {
 	});
 
 	it('still reads a real session stored beside a corrupted one', async () => {
-		const store = await stores.create('redis');
+		const store = await fixture.stores.create('redis');
 		const good = newSid();
 		await store.set(good, sessionData(60, { views: 7 }) as never);
-		await redis.command('SET', 'sess:bad', 'null');
+		await fixture.redis.command('SET', 'sess:bad', 'null');
 		const response = await request(createApp(store)).get('/count').set('Cookie', signedCookie(good)).expect(200);
 		expect(response.body).toEqual({ views: 8, id: good });
 	});

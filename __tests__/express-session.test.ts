@@ -1,36 +1,14 @@
 import type { SessionOptions } from 'express-session';
 import request from 'supertest';
 import { createApp } from './helpers/app.js';
-import { RedisServer } from './helpers/redis-server.js';
-import { StoreFactory } from './helpers/stores.js';
-import { TcpProxy } from './helpers/tcp-proxy.js';
+import { useStoreFactory } from './helpers/stores.js';
 
-let redis: RedisServer;
-let proxy: TcpProxy;
-let stores: StoreFactory;
+const fixture = useStoreFactory();
 
-beforeAll(async () => {
-	redis = await RedisServer.start();
-	proxy = await TcpProxy.start(redis.port);
-	proxy.cut();
-	stores = new StoreFactory(redis, proxy);
-});
-
-afterEach(async () => {
-	await stores.closeAll();
-	if (!redis.running) await redis.restart();
-	await redis.command('FLUSHALL');
-});
-
-afterAll(async () => {
-	await proxy.close();
-	await redis.kill();
-});
-
-const sessionKeys = async () => (await redis.command('KEYS', 'sess:*')) as string[];
+const sessionKeys = async () => (await fixture.redis.command('KEYS', 'sess:*')) as string[];
 
 const setup = async (options: Partial<SessionOptions> = {}) => {
-	const store = await stores.create('redis');
+	const store = await fixture.stores.create('redis');
 	const app = createApp(store, options);
 	return { store, app, agent: request.agent(app) };
 };
@@ -59,20 +37,20 @@ describe('express-session on ResilientStore', () => {
 		await agent.get('/count').expect(200, /"views":1/);
 		const res = await agent.get('/count').expect(200);
 		expect(res.body).toMatchObject({ views: 2, backend: 'redis' });
-		const stored = JSON.parse((await redis.command('GET', `sess:${res.body.id}`)) as string);
+		const stored = JSON.parse((await fixture.redis.command('GET', `sess:${res.body.id}`)) as string);
 		expect(stored.views).toBe(2);
 	});
 
 	it('touches instead of saving an unchanged session with resave: false', async () => {
 		const { agent, store } = await setup({ resave: false, cookie: { maxAge: 3_600_000 } });
 		const { body } = await agent.get('/count').expect(200);
-		await redis.command('EXPIRE', `sess:${body.id}`, '100');
+		await fixture.redis.command('EXPIRE', `sess:${body.id}`, '100');
 		const set = jest.spyOn(store, 'set');
 		const touch = jest.spyOn(store, 'touch');
 		await agent.get('/whoami').expect(200);
 		expect(set).not.toHaveBeenCalled();
 		expect(touch).toHaveBeenCalledTimes(1);
-		expect(Number(await redis.command('TTL', `sess:${body.id}`))).toBeGreaterThan(3590);
+		expect(Number(await fixture.redis.command('TTL', `sess:${body.id}`))).toBeGreaterThan(3590);
 	});
 
 	it('saves an unchanged session again with resave: true', async () => {
@@ -112,7 +90,7 @@ describe('express-session on ResilientStore', () => {
 		const { agent, store } = await setup();
 		await agent.post('/login?user=carol').expect(200);
 		await agent.get('/count').expect(200);
-		await redis.kill();
+		await fixture.redis.kill();
 		const took: number[] = [];
 		const timed = async <T>(step: () => Promise<T>) => {
 			const started = Date.now();

@@ -2,28 +2,9 @@ import type { SessionData } from 'express-session';
 import { promisify } from 'node:util';
 import type { ResilientStore } from '../lib/index.js';
 import { newSid, sessionData } from './helpers/app.js';
-import { RedisServer } from './helpers/redis-server.js';
-import { sleep, StoreFactory, type StoreMode } from './helpers/stores.js';
-import { TcpProxy } from './helpers/tcp-proxy.js';
+import { sleep, type StoreMode, useStoreFactory } from './helpers/stores.js';
 
-let redis: RedisServer;
-let cutProxy: TcpProxy;
-let stores: StoreFactory;
-
-beforeAll(async () => {
-	delete process.env.REDIS_URL;
-	redis = await RedisServer.start();
-	cutProxy = await TcpProxy.start(redis.port);
-	cutProxy.cut();
-	stores = new StoreFactory(redis, cutProxy);
-});
-
-afterEach(() => stores.closeAll());
-
-afterAll(async () => {
-	await cutProxy.close();
-	await redis.kill();
-});
+const fixture = useStoreFactory();
 
 const data = (seconds = 60, extra: Record<string, unknown> = {}) => sessionData(seconds, extra) as unknown as SessionData;
 
@@ -34,7 +15,7 @@ describe.each<StoreMode>(['redis', 'memory-only', 'fallen-back'])('the store con
 	let store: ResilientStore;
 
 	beforeEach(async () => {
-		store = await stores.create(mode);
+		store = await fixture.stores.create(mode);
 	});
 
 	it('serves from the backend its mode implies', () => {
@@ -112,7 +93,7 @@ describe.each<StoreMode>(['redis', 'memory-only', 'fallen-back'])('the store con
 	describe('with options', () => {
 		it('takes ttl as a function of the session', async () => {
 			const ttl = jest.fn(() => 1);
-			const custom = await stores.create(mode, { ttl });
+			const custom = await fixture.stores.create(mode, { ttl });
 			const sid = newSid();
 			// No cookie expiry: only the function can give a time to live.
 			await custom.set(sid, { cookie: { originalMaxAge: null } } as unknown as SessionData);
@@ -123,7 +104,7 @@ describe.each<StoreMode>(['redis', 'memory-only', 'fallen-back'])('the store con
 		});
 
 		it('keeps the original time to live with disableTouch', async () => {
-			const custom = await stores.create(mode, { disableTouch: true });
+			const custom = await fixture.stores.create(mode, { disableTouch: true });
 			const sid = newSid();
 			await custom.set(sid, data(1));
 			await custom.touch(sid, data(60));
@@ -132,7 +113,7 @@ describe.each<StoreMode>(['redis', 'memory-only', 'fallen-back'])('the store con
 		});
 
 		it('keeps sessions past their cookie expiry with disableTTL', async () => {
-			const custom = await stores.create(mode, { disableTTL: true });
+			const custom = await fixture.stores.create(mode, { disableTTL: true });
 			const sid = newSid();
 			await custom.set(sid, data(1, { user: 'dave' }));
 			await outlive(1);
@@ -144,11 +125,11 @@ describe.each<StoreMode>(['redis', 'memory-only', 'fallen-back'])('the store con
 				stringify: (s: SessionData) => `v1:${JSON.stringify(s)}`,
 				parse: (text: string) => JSON.parse(text.slice(3)) as SessionData,
 			};
-			const custom = await stores.create(mode, { serializer, prefix: 'custom:' });
+			const custom = await fixture.stores.create(mode, { serializer, prefix: 'custom:' });
 			const sid = newSid();
 			await custom.set(sid, data(60, { user: 'erin' }));
 			expect(await custom.get(sid)).toMatchObject({ user: 'erin' });
-			if (mode === 'redis') expect(await redis.command('GET', `custom:${sid}`)).toMatch(/^v1:\{/);
+			if (mode === 'redis') expect(await fixture.redis.command('GET', `custom:${sid}`)).toMatch(/^v1:\{/);
 		});
 	});
 });

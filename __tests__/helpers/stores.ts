@@ -1,6 +1,6 @@
 import { ResilientStore, type ResilientStoreOptions, silentLogger } from '../../lib/index.js';
-import type { RedisServer } from './redis-server.js';
-import type { TcpProxy } from './tcp-proxy.js';
+import { RedisServer } from './redis-server.js';
+import { TcpProxy } from './tcp-proxy.js';
 
 /** The modes every store behaviour must hold in. */
 export type StoreMode = 'redis' | 'memory-only' | 'fallen-back';
@@ -61,3 +61,39 @@ export const nextEvent = <T = unknown>(store: ResilientStore, event: string, ms 
 			resolve(value);
 		});
 	});
+
+/** What {@link useStoreFactory} sets up: the file's redis-server, a cut proxy to it, the factory. */
+export interface StoreFixture {
+	redis: RedisServer;
+	cutProxy: TcpProxy;
+	stores: StoreFactory;
+}
+
+/**
+ * Starts the test file's own redis-server and a proxy to it whose link is cut (for the
+ * `fallen-back` mode), and after each test closes every store and empties Redis
+ * (restarting it first if a test killed it). Read the fields inside tests and hooks.
+ */
+export const useStoreFactory = (): StoreFixture => {
+	const fixture = {} as StoreFixture;
+	beforeAll(async () => {
+		delete process.env.REDIS_URL;
+		fixture.redis = await RedisServer.start();
+		fixture.cutProxy = await TcpProxy.start(fixture.redis.port);
+		fixture.cutProxy.cut();
+		fixture.stores = new StoreFactory(fixture.redis, fixture.cutProxy);
+	});
+
+	afterEach(async () => {
+		await fixture.stores.closeAll();
+		if (!fixture.redis.running) await fixture.redis.restart();
+		await fixture.redis.command('FLUSHALL');
+	});
+
+	afterAll(async () => {
+		await fixture.cutProxy.close();
+		await fixture.redis.kill();
+	});
+
+	return fixture;
+};
