@@ -117,3 +117,35 @@ describe('session text in Redis that is not a session', () => {
 		expect(response.body).toEqual({ views: 8, id: good });
 	});
 });
+
+describe.each(['redis', 'memory-only'] as const)('expiry in milliseconds on %s', (mode) => {
+	const shortLived = (ms: number, extra: Record<string, unknown> = {}) => ({
+		cookie: { originalMaxAge: ms, expires: new Date(Date.now() + ms), httpOnly: true, path: '/' },
+		...extra,
+	});
+
+	it('ends a session whose cookie lives less than a second when the cookie does', async () => {
+		const store = await fixture.stores.create(mode);
+		const sid = newSid();
+		await store.set(sid, shortLived(300, { views: 1 }) as never);
+		if (mode === 'redis') {
+			const pttl = Number(await fixture.redis.command('PTTL', `sess:${sid}`));
+			expect(pttl).toBeGreaterThan(0);
+			expect(pttl).toBeLessThanOrEqual(300);
+		}
+
+		expect(await store.get(sid)).toMatchObject({ views: 1 });
+		await new Promise((resolve) => setTimeout(resolve, 450));
+		expect(await store.get(sid)).toBeNull();
+	});
+
+	it('renews a short session to its own lifetime, not a whole second', async () => {
+		const store = await fixture.stores.create(mode);
+		const sid = newSid();
+		await store.set(sid, shortLived(400, { views: 1 }) as never);
+		await store.touch(sid, shortLived(400, { views: 1 }) as never);
+		if (mode === 'redis') expect(Number(await fixture.redis.command('PTTL', `sess:${sid}`))).toBeLessThanOrEqual(400);
+		await new Promise((resolve) => setTimeout(resolve, 550));
+		expect(await store.get(sid)).toBeNull();
+	});
+});

@@ -13,7 +13,7 @@ export interface RedisClient {
 	[command: string]: any;
 }
 
-const COMMANDS_USED = ['get', 'set', 'expire', 'del', 'mGet', 'ping', 'on'] as const;
+const COMMANDS_USED = ['get', 'set', 'expire', 'pExpire', 'del', 'mGet', 'ping', 'on'] as const;
 
 /** Whether `value` looks like a node-redis client, cluster or sentinel. */
 export const isRedisClient = (value: unknown): value is RedisClient =>

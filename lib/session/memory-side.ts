@@ -1,6 +1,6 @@
 import session, { type SessionData } from 'express-session';
 import memorystore from 'memorystore';
-import { type StoreConfig, ttlSeconds } from './options.js';
+import { type StoreConfig, ttlMs } from './options.js';
 
 const MemoryStore = memorystore(session);
 
@@ -24,7 +24,7 @@ export class MemorySide {
 			checkPeriod: config.memory.checkPeriodMs,
 			serializer: config.serializer as { parse(text: string): unknown; stringify(value: unknown): string },
 			// 0 is "no expiry" to the LRU cache behind memorystore.
-			ttl: (_options, session) => (config.disableTTL ? 0 : ttlSeconds(config, session) * 1000),
+			ttl: (_options, session) => (config.disableTTL ? 0 : ttlMs(config, session)),
 		});
 	}
 
@@ -45,13 +45,13 @@ export class MemorySide {
 
 	/**
 	 * Keeps a warm copy of a session read from Redis, as the text Redis holds, for
-	 * `ttlSeconds`. The text goes straight into memorystore's LRU cache, which holds
+	 * `ttlMs` milliseconds. The text goes straight into memorystore's LRU cache, which holds
 	 * sessions as text in that same format: parsing it only to serialize it again would
 	 * cost every read a second serialization.
 	 */
-	keepWarm(sid: string, text: string, ttlSeconds: number): void {
+	keepWarm(sid: string, text: string, ttlMs: number): void {
 		if (this.#config.disableTTL) this.#store.store.set(sid, text, 0);
-		else if (ttlSeconds > 0) this.#store.store.set(sid, text, ttlSeconds * 1000);
+		else if (ttlMs > 0) this.#store.store.set(sid, text, ttlMs);
 	}
 
 	touch(sid: string, session: SessionData): void {

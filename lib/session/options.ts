@@ -288,30 +288,31 @@ export const resolveStoreOptions = (options: ResilientStoreOptions = {}): StoreC
 };
 
 /**
- * The time to live, in seconds, that express-session's touch will give a session it
+ * The time to live, in milliseconds, that express-session's touch will give a session it
  * loaded and leaves unchanged: touching resets the cookie to its full `originalMaxAge`.
  */
-export const renewedTtlSeconds = (config: Pick<StoreConfig, 'ttl'>, session: SessionData): number => {
-	if (typeof config.ttl === 'function') return finiteOrExpired(config.ttl(session));
+export const renewedTtlMs = (config: Pick<StoreConfig, 'ttl'>, session: SessionData): number => {
+	if (typeof config.ttl === 'function') return finiteOrExpired(config.ttl(session) * 1000);
 	const maxAge = session?.cookie?.originalMaxAge;
-	return typeof maxAge === 'number' ? finiteOrExpired(Math.ceil(maxAge / 1000)) : config.ttl;
+	return typeof maxAge === 'number' ? finiteOrExpired(maxAge) : config.ttl * 1000;
 };
 
 /**
- * A session's time to live in seconds, exactly as connect-redis computes it: the
- * `ttl` function if there is one, else until the cookie expires, else `ttl`.
- * Zero or less means the session has already expired.
+ * A session's time to live in milliseconds, as connect-redis computes it in seconds: the
+ * `ttl` function if there is one (seconds), else until the cookie expires, else `ttl`
+ * (seconds). Kept in milliseconds so that a cookie that lives less than a second does not
+ * live a whole second in Redis. Zero or less means the session has already expired.
  */
-export const ttlSeconds = (config: Pick<StoreConfig, 'ttl'>, session: SessionData): number => {
-	if (typeof config.ttl === 'function') return finiteOrExpired(config.ttl(session));
+export const ttlMs = (config: Pick<StoreConfig, 'ttl'>, session: SessionData): number => {
+	if (typeof config.ttl === 'function') return finiteOrExpired(config.ttl(session) * 1000);
 	const expires = session?.cookie?.expires;
-	if (expires) return finiteOrExpired(Math.ceil((Number(new Date(expires)) - Date.now()) / 1000));
-	return config.ttl;
+	if (expires) return finiteOrExpired(Number(new Date(expires)) - Date.now());
+	return config.ttl * 1000;
 };
 
 /**
  * A time to live that is not a finite number (an invalid `cookie.expires`, a `ttl`
  * function returning `NaN`) counts as expired, as in connect-redis: Redis would refuse
- * `EX NaN` and fail the request.
+ * `PX NaN` and fail the request. Whole milliseconds, as Redis takes them.
  */
-const finiteOrExpired = (seconds: number): number => (Number.isFinite(seconds) ? seconds : 0);
+const finiteOrExpired = (ms: number): number => (Number.isFinite(ms) ? Math.ceil(ms) : 0);

@@ -9,12 +9,12 @@ import { OnceLogger } from '../logger.js';
 import { describe } from '../options/checks.js';
 import { MemorySide } from './memory-side.js';
 import {
-	renewedTtlSeconds,
+	renewedTtlMs,
 	resolveStoreOptions,
 	type ResilientStoreOptions,
 	type Serializer,
 	type StoreConfig,
-	ttlSeconds,
+	ttlMs,
 } from './options.js';
 import { OutageJournal } from './outage-journal.js';
 import { markLoaded } from './request-session.js';
@@ -37,7 +37,7 @@ const WRITE_BACK_BATCH = 100;
 /**
  * Reads a session and extends its expiry in one round trip, to the time to live that
  * express-session's touch would give it at the end of the request: the cookie's full
- * `originalMaxAge`, or the store's `ttl` for a cookie without one (ARGV[1]). The touch of
+ * `originalMaxAge`, or the store's `ttl` for a cookie without one (ARGV[1], in milliseconds). The touch of
  * an unchanged session then has nothing left to do. connect-redis needs two round trips
  * for this (`GET`, then `EXPIRE` from touch), which is why reads do not go through it
  * when sessions are JSON and `ttl` is a number. Returns `[text, ttl]`, or nil.
@@ -56,8 +56,8 @@ if maxAge == nil then
 	end
 end
 maxAge = tonumber(maxAge)
-if maxAge then ttl = math.ceil(maxAge / 1000) end
-if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
+if maxAge then ttl = math.ceil(maxAge) end
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
 return { text, ttl }
 `);
 
@@ -75,7 +75,7 @@ const RENEWAL_TOLERANCE_MS = 2_000;
 /** A session read from Redis: the text Redis holds, and how long it lives on. */
 interface Read {
 	readonly text: string;
-	/** The time to live the read gave it, when it renewed the expiry itself. */
+	/** The time to live the read gave it (ms), when it renewed the expiry itself. */
 	readonly ttl?: number;
 	/** Whether the read renewed the expiry itself. */
 	readonly renewed: boolean;
@@ -378,10 +378,10 @@ export class ResilientStore extends Store {
 			return null;
 		}
 
-		const ttl = read.value.ttl ?? renewedTtlSeconds(this.#config, session);
+		const ttl = read.value.ttl ?? renewedTtlMs(this.#config, session);
 		// Keep the memory side warm, for as long as Redis keeps the session.
 		this.#memory.keepWarm(sid, text, ttl);
-		if (renewed) renewedUntil.set(session, Date.now() + ttl * 1000);
+		if (renewed) renewedUntil.set(session, Date.now() + ttl);
 		return session;
 	}
 
@@ -418,7 +418,7 @@ export class ResilientStore extends Store {
 	async #readRedis(sid: string): Promise<Read | null> {
 		const key = this.#config.prefix + sid;
 		if (this.#renewOnRead) {
-			const reply = (await READ_AND_RENEW.run(this.#client!, [key], [this.#config.ttl as number])) as
+			const reply = (await READ_AND_RENEW.run(this.#client!, [key], [(this.#config.ttl as number) * 1000])) as
 				| [string, number]
 				| null;
 			return reply && { text: reply[0], ttl: Number(reply[1]), renewed: true };
@@ -428,13 +428,31 @@ export class ResilientStore extends Store {
 		return text === null ? null : { text, renewed: false };
 	}
 
+	/**
+	 * Writes `session` to Redis with its time to live in milliseconds (`PX`); connect-redis
+	 * would round it up to whole seconds, so a cookie of 5 ms would live a second.
+	 */
+	async #writeRedis(sid: string, session: SessionData): Promise<true> {
+		const { disableTTL, prefix } = this.#config;
+		const ttl = ttlMs(this.#config, session);
+		const expiration = disableTTL ? undefined : { expiration: { type: 'PX', value: Math.max(ttl, 1) } as const };
+		await this.#client!.set(prefix + sid, this.#serializer.stringify(session), expiration);
+		return true;
+	}
+
+	/** Extends the expiry of `session` in Redis to its time to live in milliseconds (`PEXPIRE`). */
+	async #renewRedis(sid: string, session: SessionData): Promise<true> {
+		await this.#client!.pExpire(this.#config.prefix + sid, ttlMs(this.#config, session));
+		return true;
+	}
+
 	async #set(sid: string, session: SessionData): Promise<void> {
 		this.#assertOpen('set');
 		// A request still in flight when its session was destroyed (a logout on another
 		// tab) must not bring it back.
 		if (this.#journal.isDestroyed(sid)) return;
 		const { disableTTL, prefix } = this.#config;
-		const ttl = ttlSeconds(this.#config, session);
+		const ttl = ttlMs(this.#config, session);
 		// Already expired: destroyed, as connect-redis does.
 		if (!disableTTL && ttl <= 0) return this.#destroy(sid);
 		// Written here rather than through connect-redis's set, which would serialize the
@@ -445,7 +463,7 @@ export class ResilientStore extends Store {
 		this.#memory.keepWarm(sid, text, ttl);
 		if (!this.#client) return;
 		const result = await this.#attempt('set', 'SET', () =>
-			this.#client!.set(prefix + sid, text, disableTTL ? undefined : { expiration: { type: 'EX', value: ttl } }),
+			this.#client!.set(prefix + sid, text, disableTTL ? undefined : { expiration: { type: 'PX', value: ttl } }),
 		);
 		if (result.served) this.#journal.settled(sid);
 		else this.#journal.written(sid);
@@ -457,13 +475,13 @@ export class ResilientStore extends Store {
 		this.#assertOpen('touch');
 		// The read renewed it already, in its own round trip.
 		const until = renewedUntil.get(session);
-		if (until !== undefined && Math.abs(Date.now() + ttlSeconds(this.#config, session) * 1000 - until) < RENEWAL_TOLERANCE_MS) {
+		if (until !== undefined && Math.abs(Date.now() + ttlMs(this.#config, session) - until) < RENEWAL_TOLERANCE_MS) {
 			return;
 		}
 
 		this.#memory.touch(sid, session);
 		if (this.#config.disableTouch || this.#config.disableTTL) return;
-		const result = await this.#attempt('touch', 'EXPIRE', () => this.#redis!.touch(sid, session));
+		const result = await this.#attempt('touch', 'PEXPIRE', () => this.#renewRedis(sid, session));
 		if (!result.served && this.#redis) this.#journal.touched(sid);
 	}
 
@@ -632,9 +650,9 @@ export class ResilientStore extends Store {
 			if (!journal.isCurrent(sid, seq)) return;
 			if (!session) counts.lost++;
 			else if (kind === 'write') {
-				if (await this.#writeOne(counts, 'SET', () => redis.set(sid, session).then(() => true))) counts.written++;
+				if (await this.#writeOne(counts, 'SET', () => this.#writeRedis(sid, session))) counts.written++;
 			} else {
-				if (await this.#writeOne(counts, 'EXPIRE', () => redis.touch(sid, session).then(() => true))) counts.touched++;
+				if (await this.#writeOne(counts, 'PEXPIRE', () => this.#renewRedis(sid, session))) counts.touched++;
 			}
 
 			journal.settlePending(sid, seq);
@@ -654,13 +672,13 @@ export class ResilientStore extends Store {
 			if (this.#journal.isDestroyed(id)) return;
 			// A warm copy holds the session as last written, with the cookie of then: it
 			// lives on as long as a touch would have kept it.
-			const ttl = renewedTtlSeconds(this.#config, data);
+			const ttl = renewedTtlMs(this.#config, data);
 			if (!disableTTL && ttl <= 0) return;
 			// Hand-written because connect-redis has no "set if absent".
 			const written = await this.#writeOne(counts, 'SET NX', () =>
 				client.set(prefix + id, serializer.stringify(data), {
 					condition: 'NX',
-					...(disableTTL ? {} : { expiration: { type: 'EX', value: ttl } }),
+					...(disableTTL ? {} : { expiration: { type: 'PX', value: ttl } }),
 				}),
 			);
 			if (written) restored++;
