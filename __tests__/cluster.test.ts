@@ -2,7 +2,7 @@ import express from 'express';
 import type { SessionData } from 'express-session';
 import { createCluster, type RedisClusterType } from 'redis';
 import request from 'supertest';
-import { loginGuard, rateLimit, ResilientStore, silentLogger } from '../lib/index.js';
+import { loginGuard, rateLimit, ResilientStore, silentLogger, storeDefaults } from '../lib/index.js';
 import { createApp, newSid, sessionData } from './helpers/app.js';
 import { RedisCluster } from './helpers/redis-cluster.js';
 
@@ -28,6 +28,18 @@ const data = (extra: Record<string, unknown> = {}) => sessionData(600, extra) as
 
 /** How many keys each node of the cluster holds. */
 const keysPerNode = async () => Promise.all(cluster.nodes.map(async (node) => Number(await node.command('DBSIZE'))));
+
+/** Session ids chosen so that each master of the cluster owns `perMaster` of their keys. */
+const sidsOnEveryMaster = async (perMaster: number) => {
+	const owned = new Map<number, string[]>(cluster.nodes.map((node) => [node.port, []]));
+	while ([...owned.values()].some((sids) => sids.length < perMaster)) {
+		const sid = newSid();
+		const slot = Number(await cluster.nodes[0].command('CLUSTER', 'KEYSLOT', `${storeDefaults.prefix}${sid}`));
+		const sids = owned.get(client.slots[slot].master.port);
+		if (sids && sids.length < perMaster) sids.push(sid);
+	}
+	return [...owned.values()].flat();
+};
 
 describe('on a Redis Cluster', () => {
 	it('stores, reads and destroys sessions spread over every node', async () => {
@@ -75,9 +87,13 @@ describe('on a Redis Cluster', () => {
 	});
 
 	it('falls back within the deadline when a master dies', async () => {
-		const app = createApp(store);
+		// Two session ids on every master, so the killed one surely holds some of them.
+		const sids = await sidsOnEveryMaster(2);
+		const users = sids.map((_, i) => `user${i}`);
+		const sidOf = new Map(users.map((user, i) => [user, sids[i]]));
+		const app = createApp(store, { genid: (req) => sidOf.get(String(req.query.user)) ?? newSid() });
 		const agents = await Promise.all(
-			['cy', 'di', 'ed', 'fa', 'gu', 'ha'].map(async (user) => {
+			users.map(async (user) => {
 				const agent = request.agent(app);
 				await agent.post(`/login?user=${user}`).expect(200);
 				return agent;
