@@ -37,8 +37,8 @@ const WRITE_BACK_BATCH = 100;
 /**
  * Reads a session and extends its expiry in one round trip, to the time to live that
  * express-session's touch would give it at the end of the request: the cookie's full
- * `originalMaxAge`, or the store's `ttl` for a cookie without one (ARGV[1], in milliseconds). The touch of
- * an unchanged session then has nothing left to do. connect-redis needs two round trips
+ * `originalMaxAge`, or the store's `ttl` for a cookie without one (ARGV[1]); both in
+ * milliseconds. The touch of an unchanged session then has nothing left to do. connect-redis needs two round trips
  * for this (`GET`, then `EXPIRE` from touch), which is why reads do not go through it
  * when sessions are JSON and `ttl` is a number. Returns `[text, ttl]`, or nil.
  */
