@@ -265,6 +265,8 @@ const KNOWN_OPTIONS = Object.freeze({
 	logger: true,
 } satisfies Record<keyof LoginGuardOptions, true>);
 
+const KNOWN_MEMORY_OPTIONS = Object.freeze({ max: true } satisfies Record<keyof LoginGuardMemoryOptions, true>);
+
 /** Resolves the options once into a fully required, checked config. */
 const resolveLoginGuardOptions = (options: LoginGuardOptions): LoginGuardConfig => {
 	checkObject('options', options, 'an object with at least `store`');
@@ -291,7 +293,7 @@ const resolveLoginGuardOptions = (options: LoginGuardOptions): LoginGuardConfig 
 	if (/[{}]/.test(prefix)) invalidOption('prefix', 'a string without braces (they would become the hash tag)', prefix);
 
 	const memory: LoginGuardMemoryOptions = checkObject('memory', options.memory ?? {});
-	rejectUnknownOptions('loginGuard() `memory`', memory, { max: true });
+	rejectUnknownOptions('loginGuard() `memory`', memory, KNOWN_MEMORY_OPTIONS);
 
 	const config: LoginGuardConfig = Object.freeze({
 		store: options.store,

@@ -391,18 +391,15 @@ export class ResilientStore extends Store {
 	 * request goes on with a fresh one instead of failing.
 	 */
 	async #parse(sid: string, text: string): Promise<SessionData | null> {
-		let session: unknown;
+		let why: string;
 		try {
-			session = await this.#config.serializer.parse(text);
+			const session: unknown = await this.#config.serializer.parse(text);
+			if (session !== null && typeof session === 'object' && !Array.isArray(session)) return session as SessionData;
+			why = `it is ${describe(session)}`;
 		} catch (error) {
-			session = error;
+			why = (error as Error).message;
 		}
 
-		if (session !== null && typeof session === 'object' && !Array.isArray(session) && !(session instanceof Error)) {
-			return session as SessionData;
-		}
-
-		const why = session instanceof Error ? session.message : `it is ${describe(session)}`;
 		this.#log.warn(
 			'unreadable-session',
 			`resilient-session: the session text of ${JSON.stringify(this.#config.prefix + sid)} is not a session (${why}): treated as no session`,
@@ -429,15 +426,13 @@ export class ResilientStore extends Store {
 	}
 
 	/**
-	 * Writes `session` to Redis with its time to live in milliseconds (`PX`); connect-redis
-	 * would round it up to whole seconds, so a cookie of 5 ms would live a second.
+	 * Writes a session's `text` to Redis with its time to live in milliseconds (`PX`);
+	 * connect-redis would round it up to whole seconds, so a cookie of 5 ms would live a
+	 * second. With `condition: 'NX'`, only if Redis has no such key; resolves whether it wrote.
 	 */
-	async #writeRedis(sid: string, session: SessionData): Promise<true> {
-		const { disableTTL, prefix } = this.#config;
-		const ttl = ttlMs(this.#config, session);
-		const expiration = disableTTL ? undefined : { expiration: { type: 'PX', value: Math.max(ttl, 1) } as const };
-		await this.#client!.set(prefix + sid, this.#serializer.stringify(session), expiration);
-		return true;
+	async #writeRedis(sid: string, text: string, ttl: number, condition?: 'NX'): Promise<boolean> {
+		const expiration = this.#config.disableTTL ? {} : { expiration: { type: 'PX', value: ttl } as const };
+		return (await this.#client!.set(this.#config.prefix + sid, text, { ...expiration, condition })) !== null;
 	}
 
 	/** Extends the expiry of `session` in Redis to its time to live in milliseconds (`PEXPIRE`). */
@@ -451,10 +446,9 @@ export class ResilientStore extends Store {
 		// A request still in flight when its session was destroyed (a logout on another
 		// tab) must not bring it back.
 		if (this.#journal.isDestroyed(sid)) return;
-		const { disableTTL, prefix } = this.#config;
 		const ttl = ttlMs(this.#config, session);
 		// Already expired: destroyed, as connect-redis does.
-		if (!disableTTL && ttl <= 0) return this.#destroy(sid);
+		if (!this.#config.disableTTL && ttl <= 0) return this.#destroy(sid);
 		// Written here rather than through connect-redis's set, which would serialize the
 		// session a second time: the same text goes to Redis and to the warm copy. A
 		// session the serializer cannot encode rejects, in every mode (memorystore would
@@ -462,9 +456,7 @@ export class ResilientStore extends Store {
 		const text = this.#serializer.stringify(session);
 		this.#memory.keepWarm(sid, text, ttl);
 		if (!this.#client) return;
-		const result = await this.#attempt('set', 'SET', () =>
-			this.#client!.set(prefix + sid, text, disableTTL ? undefined : { expiration: { type: 'PX', value: ttl } }),
-		);
+		const result = await this.#attempt('set', 'SET', () => this.#writeRedis(sid, text, ttl));
 		if (result.served) this.#journal.settled(sid);
 		else this.#journal.written(sid);
 		// Destroyed while this write waited on a stalled Redis: the destroy wins.
@@ -650,7 +642,9 @@ export class ResilientStore extends Store {
 			if (!journal.isCurrent(sid, seq)) return;
 			if (!session) counts.lost++;
 			else if (kind === 'write') {
-				if (await this.#writeOne(counts, 'SET', () => this.#writeRedis(sid, session))) counts.written++;
+				const text = this.#serializer.stringify(session);
+				const ttl = Math.max(ttlMs(this.#config, session), 1);
+				if (await this.#writeOne(counts, 'SET', () => this.#writeRedis(sid, text, ttl))) counts.written++;
 			} else {
 				if (await this.#writeOne(counts, 'PEXPIRE', () => this.#renewRedis(sid, session))) counts.touched++;
 			}
@@ -663,8 +657,7 @@ export class ResilientStore extends Store {
 
 	/** Writes every session held in memory that Redis does not have (`SET NX`). */
 	async #restore(counts: { failed: number }): Promise<number> {
-		const client = this.#client!;
-		const { prefix, serializer, disableTTL } = this.#config;
+		const { serializer, disableTTL } = this.#config;
 		let restored = 0;
 		const sessions = await this.#memory.all();
 		await this.#inBatches(sessions, async (session) => {
@@ -676,10 +669,7 @@ export class ResilientStore extends Store {
 			if (!disableTTL && ttl <= 0) return;
 			// Hand-written because connect-redis has no "set if absent".
 			const written = await this.#writeOne(counts, 'SET NX', () =>
-				client.set(prefix + id, serializer.stringify(data), {
-					condition: 'NX',
-					...(disableTTL ? {} : { expiration: { type: 'PX', value: ttl } }),
-				}),
+				this.#writeRedis(id, serializer.stringify(data), ttl, 'NX'),
 			);
 			if (written) restored++;
 		});
