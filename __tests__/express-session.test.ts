@@ -5,7 +5,13 @@ import { useStoreFactory } from './helpers/stores.js';
 
 const fixture = useStoreFactory();
 
-const sessionKeys = async () => (await fixture.redis.command('KEYS', 'sess:*')) as string[];
+/** Keys that hold a session: a destroyed session's key holds a tombstone (JSON `null`) for a while. */
+const sessionKeys = async () => {
+	const keys = (await fixture.redis.command('KEYS', 'sess:*')) as string[];
+	const texts = await Promise.all(keys.map((key) => fixture.redis.command('GET', key)));
+	return keys.filter((_key, index) => texts[index] !== 'null');
+};
+const isTombstone = async (sid: string) => (await fixture.redis.command('GET', `sess:${sid}`)) === 'null';
 
 const setup = async (options: Partial<SessionOptions> = {}) => {
 	const store = await fixture.stores.create('redis');
@@ -74,6 +80,7 @@ describe('express-session on ResilientStore', () => {
 		const after = (await agent.post('/login?user=alice').expect(200)).body.id;
 		expect(after).not.toBe(before);
 		expect(await sessionKeys()).toEqual([`sess:${after}`]);
+		expect(await isTombstone(before)).toBe(true);
 		expect((await agent.get('/whoami').expect(200)).body.user).toBe('alice');
 	});
 
@@ -83,6 +90,7 @@ describe('express-session on ResilientStore', () => {
 		const cookie = res.headers['set-cookie'] as unknown as string[];
 		await agent.post('/logout').expect(200);
 		expect(await sessionKeys()).toEqual([]);
+		expect(await isTombstone(res.body.id)).toBe(true);
 		expect((await request(app).get('/whoami').set('Cookie', cookie).expect(200)).body.user).toBeNull();
 	});
 

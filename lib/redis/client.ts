@@ -75,6 +75,8 @@ export interface OwnedClientOptions {
 	readonly connectTimeoutMs: number;
 	readonly reconnectMaxDelayMs: number;
 	readonly onError: (error: Error) => void;
+	/** Invalidation of the store's warm copies (see `createTracking`); needs RESP3. */
+	readonly tracking?: object;
 }
 
 /**
@@ -89,13 +91,14 @@ export const reconnectDelay = (retries: number, maxDelayMs: number): number =>
 /**
  * Creates the client a store owns when it is given a URL: no offline queue (a command
  * sent while disconnected fails at once instead of waiting), an `'error'` listener (an
- * unhandled one would crash the process) and a reconnect strategy that never gives up.
- * Connecting starts in the background; nothing waits for it.
+ * unhandled one would crash the process), a reconnect strategy that never gives up, and
+ * with `tracking`, RESP3 and `CLIENT TRACKING` on every connection. Connecting starts in the background; nothing waits for it.
  */
 export const createOwnedClient = (options: OwnedClientOptions): RedisClient => {
 	const client = createClient({
 		url: options.url,
 		disableOfflineQueue: true,
+		...(options.tracking && { RESP: 3, clientSideCache: options.tracking as never }),
 		socket: {
 			connectTimeout: options.connectTimeoutMs,
 			reconnectStrategy: (retries: number) => reconnectDelay(retries, options.reconnectMaxDelayMs),

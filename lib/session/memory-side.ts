@@ -1,6 +1,7 @@
 import session, { type SessionData } from 'express-session';
 import memorystore from 'memorystore';
 import { type StoreConfig, ttlMs } from './options.js';
+import { TOMBSTONE } from './redis-sessions.js';
 
 const MemoryStore = memorystore(session);
 
@@ -11,7 +12,11 @@ type Session = SessionData & { id: string };
  * used dropped first) and given the same time to live as Redis. memorystore counts time
  * to live in milliseconds and connect-redis in seconds; this is where that is bridged.
  *
- * Writes are synchronous: memorystore's set, touch and destroy only defer their callback.
+ * It holds sessions as text, in the format Redis holds them, and destroyed sessions as
+ * tombstones (the same JSON `null` as in Redis, for `tombstoneTtlMs`): a destroyed id is
+ * never served nor written again here, in memory-only mode as during an outage.
+ *
+ * Everything here is synchronous but the parse of a custom serializer.
  */
 export class MemorySide {
 	readonly #store: InstanceType<typeof MemoryStore>;
@@ -28,65 +33,77 @@ export class MemorySide {
 		});
 	}
 
-	/** Sessions held, expired ones not yet swept included. */
-	get size(): number {
-		return this.#store.store.itemCount;
+	/** The LRU cache behind memorystore, which holds each session's text. */
+	get #lru() {
+		return this.#store.store;
 	}
 
-	get(sid: string): Promise<SessionData | null> {
-		return new Promise((resolve, reject) => {
-			this.#store.get(sid, (error, value) => {
-				if (error) reject(error);
-				// A serializer's parse() may return a promise: resolve() unwraps it.
-				else resolve(value ?? null);
-			});
-		});
+	/** Sessions and tombstones held, expired ones not yet swept included. */
+	get size(): number {
+		return this.#lru.itemCount;
+	}
+
+	/** The session held for `sid`: `null` for none, or a tombstone. */
+	async get(sid: string): Promise<SessionData | null> {
+		const text = this.#lru.get(sid);
+		if (text === undefined || text === TOMBSTONE) return null;
+		return ((await this.#config.serializer.parse(text)) as SessionData | null) ?? null;
+	}
+
+	/** Whether `sid` was destroyed here (or found destroyed in Redis) within `tombstoneTtlMs`. */
+	isDestroyed(sid: string): boolean {
+		return this.#lru.peek(sid) === TOMBSTONE;
 	}
 
 	/**
-	 * Keeps a warm copy of a session read from Redis, as the text Redis holds, for
-	 * `ttlMs` milliseconds. The text goes straight into memorystore's LRU cache, which holds
-	 * sessions as text in that same format: parsing it only to serialize it again would
-	 * cost every read a second serialization.
+	 * Keeps a session's text for `ttlMs` milliseconds: a warm copy of what Redis holds, or
+	 * the session itself during an outage and in memory-only mode. The text goes straight
+	 * into memorystore's LRU cache, which holds sessions as text in that same format.
 	 */
 	keepWarm(sid: string, text: string, ttlMs: number): void {
-		if (this.#config.disableTTL) this.#store.store.set(sid, text, 0);
-		else if (ttlMs > 0) this.#store.store.set(sid, text, ttlMs);
+		if (this.#config.disableTTL) this.#lru.set(sid, text, 0);
+		else if (ttlMs > 0) this.#lru.set(sid, text, ttlMs);
+		else this.#lru.del(sid);
+	}
+
+	/** Marks `sid` destroyed for `tombstoneTtlMs`. */
+	bury(sid: string): void {
+		this.#lru.set(sid, TOMBSTONE, this.#config.tombstoneTtlMs);
 	}
 
 	touch(sid: string, session: SessionData): void {
-		if (!this.#config.disableTouch && !this.#config.disableTTL) this.#store.touch(sid, session);
+		if (this.#config.disableTouch || this.#config.disableTTL || this.isDestroyed(sid)) return;
+		this.#store.touch(sid, session);
 	}
 
-	destroy(sid: string): void {
-		this.#store.destroy(sid);
+	/** Drops what is held for `sid`, session or tombstone. */
+	forget(sid: string): void {
+		this.#lru.del(sid);
 	}
 
-	clear(): void {
-		this.#store.clear();
+	/** Drops everything held but what `keep` names. */
+	forgetAll(keep: (sid: string) => boolean = () => false): void {
+		for (const sid of this.#lru.keys()) if (!keep(sid)) this.#lru.del(sid);
 	}
 
 	/** Every live session, each with its `id`, as connect-redis's `all()` gives them. */
 	async all(): Promise<Session[]> {
-		const byId = await new Promise<Record<string, SessionData>>((resolve, reject) => {
-			this.#store.all((error, value) => (error ? reject(error) : resolve(value ?? {})));
+		const texts: Array<[string, string]> = [];
+		this.#lru.forEach((text, sid) => {
+			if (text !== TOMBSTONE) texts.push([sid, text]);
 		});
 		const sessions = await Promise.all(
-			Object.entries(byId).map(async ([id, data]) => ({ ...(await data), id }) as Session),
+			texts.map(async ([id, text]) => ({ ...((await this.#config.serializer.parse(text)) as SessionData), id })),
 		);
 		return sessions;
 	}
 
-	ids(): Promise<string[]> {
-		return new Promise((resolve, reject) => {
-			this.#store.ids((error, value) => (error ? reject(error) : resolve(value ?? [])));
+	ids(): string[] {
+		const ids: string[] = [];
+		this.#lru.forEach((text, sid) => {
+			if (text !== TOMBSTONE) ids.push(sid);
 		});
-	}
-
-	length(): Promise<number> {
-		return new Promise((resolve, reject) => {
-			this.#store.length((error, value) => (error ? reject(error) : resolve(value ?? 0)));
-		});
+		return ids;
 	}
 
 	close(): void {

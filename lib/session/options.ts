@@ -121,6 +121,17 @@ export interface ResilientStoreOptions {
 	 */
 	readonly maxTombstones?: number;
 	/**
+	 * How long a destroyed session's id stays marked as destroyed, in milliseconds. A
+	 * destroy (logout, `regenerate`) leaves JSON `null` under the session's key for this
+	 * long, which connect-redis reads as "no session" too; a `set` or `touch` of that id
+	 * meanwhile is ignored, so a request that loaded the session before the logout and
+	 * saves it after cannot bring it back, on any instance. Make it longer than your
+	 * slowest request (streamed responses included), and than the time instances may
+	 * take to recover from an outage one after another.
+	 * @default 600_000 (10 minutes)
+	 */
+	readonly tombstoneTtlMs?: number;
+	/**
 	 * The longest wait between two reconnection attempts of a client the store created,
 	 * in milliseconds (the wait grows from 50 ms, with up to 100 ms of jitter).
 	 * @default 500
@@ -147,6 +158,7 @@ export const storeDefaults = Object.freeze({
 	recoverAfterProbes: 3,
 	minFallbackMs: 1_000,
 	maxTombstones: 100_000,
+	tombstoneTtlMs: 600_000,
 	reconnectMaxDelayMs: 500,
 });
 
@@ -166,6 +178,7 @@ export interface StoreConfig {
 	readonly recoverAfterProbes: number;
 	readonly minFallbackMs: number;
 	readonly maxTombstones: number;
+	readonly tombstoneTtlMs: number;
 	readonly reconnectMaxDelayMs: number;
 	readonly logger: Logger;
 }
@@ -213,6 +226,7 @@ const KNOWN_OPTIONS = Object.freeze({
 	recoverAfterProbes: true,
 	minFallbackMs: true,
 	maxTombstones: true,
+	tombstoneTtlMs: true,
 	reconnectMaxDelayMs: true,
 	logger: true,
 } satisfies Record<keyof ResilientStoreOptions, true>);
@@ -282,6 +296,7 @@ export const resolveStoreOptions = (options: ResilientStoreOptions = {}): StoreC
 		recoverAfterProbes: checkInteger('recoverAfterProbes', pick('recoverAfterProbes'), 1),
 		minFallbackMs: checkInteger('minFallbackMs', pick('minFallbackMs'), 0),
 		maxTombstones: checkInteger('maxTombstones', pick('maxTombstones'), 1),
+		tombstoneTtlMs: checkInteger('tombstoneTtlMs', pick('tombstoneTtlMs'), 1),
 		reconnectMaxDelayMs: checkInteger('reconnectMaxDelayMs', pick('reconnectMaxDelayMs'), 0),
 		logger: checkLogger(given.logger ?? console),
 	});

@@ -101,6 +101,11 @@ export class OutageJournal {
 		return this.#pending.get(sid)?.kind === 'write';
 	}
 
+	/** Whether something of `sid` (a write or a touch) waits to be replayed. */
+	isPending(sid: string): boolean {
+		return this.#pending.has(sid);
+	}
+
 	/** Whether entry `seq` is still the newest for `sid` (no later change superseded it). */
 	isCurrent(sid: string, seq: number): boolean {
 		return this.#pending.get(sid)?.seq === seq;

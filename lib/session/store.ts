@@ -17,49 +17,22 @@ import {
 	ttlMs,
 } from './options.js';
 import { OutageJournal } from './outage-journal.js';
+import { RedisSessions, type SessionRead, TOMBSTONE } from './redis-sessions.js';
 import { markLoaded } from './request-session.js';
 import {
 	connectInBackground,
 	createOwnedClient,
-	isCluster,
 	isRedisFailure,
 	markCallerError,
 	type RedisClient,
 } from '../redis/client.js';
-import { RedisScript } from '../redis/script.js';
+import { createTracking } from '../redis/tracking.js';
 
 /** Bulk operations (`all`, `ids`, `length`, `clear`) scan every key: they get this many deadlines. */
 const BULK_DEADLINES = 20;
 
 /** Write-back sends this many commands at a time (node-redis pipelines them). */
 const WRITE_BACK_BATCH = 100;
-
-/**
- * Reads a session and extends its expiry in one round trip, to the time to live that
- * express-session's touch would give it at the end of the request: the cookie's full
- * `originalMaxAge`, or the store's `ttl` for a cookie without one (ARGV[1]); both in
- * milliseconds. The touch of an unchanged session then has nothing left to do. connect-redis needs two round trips
- * for this (`GET`, then `EXPIRE` from touch), which is why reads do not go through it
- * when sessions are JSON and `ttl` is a number. Returns `[text, ttl]`, or nil.
- */
-const READ_AND_RENEW = new RedisScript(`
-local text = redis.call('GET', KEYS[1])
-if not text then return false end
-local ttl = tonumber(ARGV[1])
--- express-session writes the cookie first, and the cookie its originalMaxAge first:
--- reading it off the front of the text spares decoding the whole session.
-local maxAge = string.match(text, '^{"cookie":{"originalMaxAge":([^,}]+)')
-if maxAge == nil then
-	local ok, session = pcall(cjson.decode, text)
-	if ok and type(session) == 'table' and type(session.cookie) == 'table' then
-		maxAge = session.cookie.originalMaxAge
-	end
-end
-maxAge = tonumber(maxAge)
-if maxAge then ttl = math.ceil(maxAge) end
-if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
-return { text, ttl }
-`);
 
 /**
  * When a session read from Redis was given its renewed expiry (epoch ms), carried from
@@ -71,15 +44,6 @@ const renewedUntil = new WeakMap<object, number>();
 
 /** A touch within this much of the renewal made by the read is not sent again. */
 const RENEWAL_TOLERANCE_MS = 2_000;
-
-/** A session read from Redis: the text Redis holds, and how long it lives on. */
-interface Read {
-	readonly text: string;
-	/** The time to live the read gave it (ms), when it renewed the expiry itself. */
-	readonly ttl?: number;
-	/** Whether the read renewed the expiry itself. */
-	readonly renewed: boolean;
-}
 
 /** The caller's serializer, with its errors marked as the caller's (they trip no fallback). */
 const guardSerializer = (serializer: Serializer): Serializer => ({
@@ -168,12 +132,19 @@ export class ResilientStore extends Store {
 	readonly #journal: OutageJournal;
 	readonly #client: RedisClient | undefined;
 	readonly #ownsClient: boolean;
-	readonly #redis: RedisStore | undefined;
+	readonly #sessions: RedisSessions | undefined;
 	readonly #failover: Failover | undefined;
 	/** The caller's serializer, its errors marked as the caller's. */
 	readonly #serializer: Serializer;
-	/** Whether reads renew the expiry in the same round trip (see `READ_AND_RENEW`). */
-	readonly #renewOnRead: boolean;
+	/**
+	 * Whether Redis tells this store when another instance changes a session it holds a
+	 * copy of (`CLIENT TRACKING`, on clients the store creates): its warm copies are then
+	 * current up to the moment the link was lost, and can be restored to a Redis that
+	 * came back empty.
+	 */
+	readonly #tracked: boolean;
+	/** Reads in flight, by session id: an invalidation during one makes its copy stale. */
+	readonly #reads = new Map<string, Set<{ stale: boolean }>>();
 	/** The marker last seen in Redis; a different or missing one means Redis lost its data. */
 	#epoch: string | undefined;
 	#closed = false;
@@ -190,9 +161,9 @@ export class ResilientStore extends Store {
 		);
 
 		this.#serializer = guardSerializer(config.serializer);
-		this.#renewOnRead =
-			config.serializer === JSON && typeof config.ttl === 'number' && !config.disableTouch && !config.disableTTL;
 		this.#ownsClient = config.client === undefined && config.url !== undefined;
+		const tracking = this.#ownsClient ? createTracking({ invalidated: (key) => this.#invalidated(key) }) : undefined;
+		this.#tracked = tracking !== undefined;
 		this.#client = this.#ownsClient
 			? createOwnedClient({
 					url: config.url!,
@@ -200,6 +171,7 @@ export class ResilientStore extends Store {
 					reconnectMaxDelayMs: config.reconnectMaxDelayMs,
 					// The failover records and reports the error; this only keeps it from crashing.
 					onError: () => {},
+					tracking,
 				})
 			: config.client;
 
@@ -215,7 +187,7 @@ export class ResilientStore extends Store {
 		}
 
 		const client = this.#client;
-		this.#redis = new RedisStore({
+		const connectRedis = new RedisStore({
 			client,
 			prefix: config.prefix,
 			ttl: config.ttl,
@@ -224,6 +196,7 @@ export class ResilientStore extends Store {
 			serializer: this.#serializer,
 			scanCount: config.scanCount,
 		});
+		this.#sessions = new RedisSessions(client, connectRedis, config);
 		this.#failover = new Failover({
 			client,
 			timeoutMs: config.timeoutMs,
@@ -237,7 +210,12 @@ export class ResilientStore extends Store {
 			this.#journal.forgetWarnings();
 			this.emit('fallback', error);
 		});
-		this.#failover.on('recover', () => this.emit('recover'));
+		this.#failover.on('recover', () => {
+			// Copies kept through the outage may have missed invalidations while the link was
+			// down: Redis is the truth again. What still waits to be written back stays.
+			this.#memory.forgetAll((sid) => this.#journal.isPending(sid));
+			this.emit('recover');
+		});
 		this.#failover.addRecoveryStep({
 			flush: () => this.#writeBack(),
 			pending: () => !this.#journal.isEmpty,
@@ -286,7 +264,7 @@ export class ResilientStore extends Store {
 			lastError: this.#failover?.lastError,
 			pendingWriteBack: this.#journal.pending + this.#journal.tombstones,
 			tombstones: this.#journal.tombstones,
-			memorySessions: this.#memory.size,
+			memorySessions: this.#memory.ids().length,
 			redisLatencyMs: this.#failover?.latencyMs,
 		};
 	}
@@ -306,7 +284,11 @@ export class ResilientStore extends Store {
 		return settle(this.#touch(sid, session), callback);
 	}
 
-	/** Destroys a session. Destroyed during an outage, it stays destroyed after it. */
+	/**
+	 * Destroys a session, for good: a `set` or `touch` of its id that arrives later (a
+	 * request that loaded it before, on any instance) is ignored for `tombstoneTtlMs`.
+	 * Destroyed during an outage, it stays destroyed after it.
+	 */
 	destroy(sid: string, callback?: Callback<void>): Promise<void> {
 		return settle(this.#destroy(sid), callback);
 	}
@@ -320,12 +302,14 @@ export class ResilientStore extends Store {
 
 	/** Every session id. During an outage: those held by this instance. */
 	ids(callback?: Callback<string[]>): Promise<string[] | undefined> {
-		return settle(this.#bulk('ids', () => this.#redis!.ids(), () => this.#memory.ids()), callback);
+		const ids = async () => (await this.#sessions!.entries()).map(([id]) => id);
+		return settle(this.#bulk('ids', ids, async () => this.#memory.ids()), callback);
 	}
 
 	/** How many sessions there are. During an outage: those held by this instance. */
 	override length(callback?: Callback<number>): Promise<number | undefined> {
-		return settle(this.#bulk('length', () => this.#redis!.length(), () => this.#memory.length()), callback);
+		const length = async () => (await this.#sessions!.entries()).length;
+		return settle(this.#bulk('length', length, async () => this.#memory.ids().length), callback);
 	}
 
 	/** Destroys every session. During an outage, Redis is cleared when it returns. */
@@ -359,30 +343,68 @@ export class ResilientStore extends Store {
 	}
 
 	async #get(sid: string): Promise<SessionData | null> {
+		this.#assertOpen('get');
 		// Right after a recovery, what the outage changed may not be in Redis yet.
-		if (this.#journal.isDestroyed(sid)) return null;
-		if (this.#journal.hasPendingWrite(sid)) return this.#memory.get(sid);
-		const read = await this.#attempt('get', this.#renewOnRead ? 'GET+EXPIRE' : 'GET', () => this.#readRedis(sid));
+		if (this.#journal.isDestroyed(sid) || this.#memory.isDestroyed(sid)) return null;
+		if (this.#journal.hasPendingWrite(sid) || !this.#sessions) return this.#memory.get(sid);
+		const watch = { stale: false };
+		const reads = this.#reads.get(sid) ?? new Set();
+		this.#reads.set(sid, reads.add(watch));
+		let read: Attempt<SessionRead | null>;
+		try {
+			read = await this.#attempt('get', this.#sessions.renewOnRead ? 'GET+EXPIRE' : 'GET', () =>
+				this.#sessions!.read(sid),
+			);
+		} finally {
+			reads.delete(watch);
+			if (reads.size === 0) this.#reads.delete(sid);
+		}
+
 		if (!read.served) return this.#memory.get(sid);
 		// Never let the memory side serve a session Redis no longer has.
 		if (!read.value) {
-			this.#memory.destroy(sid);
+			this.#memory.forget(sid);
 			return null;
 		}
 
 		const { text, renewed } = read.value;
+		if (text === TOMBSTONE) {
+			this.#memory.bury(sid);
+			return null;
+		}
+
 		// Parsed outside the failover: a session the serializer rejects is not a Redis failure.
 		const session = await this.#parse(sid, text);
 		if (!session) {
-			this.#memory.destroy(sid);
+			this.#memory.forget(sid);
 			return null;
 		}
 
 		const ttl = read.value.ttl ?? renewedTtlMs(this.#config, session);
-		// Keep the memory side warm, for as long as Redis keeps the session.
-		this.#memory.keepWarm(sid, text, ttl);
+		// Keep the memory side warm, for as long as Redis keeps the session, unless another
+		// instance changed it while the reply was on its way.
+		if (watch.stale) this.#memory.forget(sid);
+		else this.#memory.keepWarm(sid, text, ttl);
 		if (renewed) renewedUntil.set(session, Date.now() + ttl);
 		return session;
+	}
+
+	/**
+	 * Redis says another connection changed, destroyed or expired `key` (`null`: every
+	 * key): the copy held here is no longer current. A session still waiting to be written
+	 * back is kept: it is the newest this instance knows of.
+	 */
+	#invalidated(key: string | null): void {
+		if (key === null) {
+			for (const reads of this.#reads.values()) for (const read of reads) read.stale = true;
+			this.#memory.forgetAll((sid) => this.#journal.isPending(sid));
+			return;
+		}
+
+		if (!key.startsWith(this.#config.prefix)) return;
+		const sid = key.slice(this.#config.prefix.length);
+		for (const read of this.#reads.get(sid) ?? []) read.stale = true;
+		if (!this.#journal.isPending(sid)) this.#memory.forget(sid);
 	}
 
 	/**
@@ -407,60 +429,30 @@ export class ResilientStore extends Store {
 		return null;
 	}
 
-	/**
-	 * Reads the text of `sid` from Redis: with its expiry renewed in the same round trip
-	 * when it can be. The text, not a parsed session, so that it is parsed once and kept
-	 * warm as it is (connect-redis's get would parse it, and the warm copy serialize it again).
-	 */
-	async #readRedis(sid: string): Promise<Read | null> {
-		const key = this.#config.prefix + sid;
-		if (this.#renewOnRead) {
-			const reply = (await READ_AND_RENEW.run(this.#client!, [key], [(this.#config.ttl as number) * 1000])) as
-				| [string, number]
-				| null;
-			return reply && { text: reply[0], ttl: Number(reply[1]), renewed: true };
-		}
-
-		const text = (await this.#client!.get(key)) as string | null;
-		return text === null ? null : { text, renewed: false };
-	}
-
-	/**
-	 * Writes a session's `text` to Redis with its time to live in milliseconds (`PX`);
-	 * connect-redis would round it up to whole seconds, so a cookie of 5 ms would live a
-	 * second. With `condition: 'NX'`, only if Redis has no such key; resolves whether it wrote.
-	 */
-	async #writeRedis(sid: string, text: string, ttl: number, condition?: 'NX'): Promise<boolean> {
-		const expiration = this.#config.disableTTL ? {} : { expiration: { type: 'PX', value: ttl } as const };
-		return (await this.#client!.set(this.#config.prefix + sid, text, { ...expiration, condition })) !== null;
-	}
-
-	/** Extends the expiry of `session` in Redis to its time to live in milliseconds (`PEXPIRE`). */
-	async #renewRedis(sid: string, session: SessionData): Promise<true> {
-		await this.#client!.pExpire(this.#config.prefix + sid, ttlMs(this.#config, session));
-		return true;
+	/** Whether `sid` was destroyed within `tombstoneTtlMs`, as far as this instance knows. */
+	#isDestroyed(sid: string): boolean {
+		return this.#journal.isDestroyed(sid) || this.#memory.isDestroyed(sid);
 	}
 
 	async #set(sid: string, session: SessionData): Promise<void> {
 		this.#assertOpen('set');
 		// A request still in flight when its session was destroyed (a logout on another
 		// tab) must not bring it back.
-		if (this.#journal.isDestroyed(sid)) return;
+		if (this.#isDestroyed(sid)) return;
 		const ttl = ttlMs(this.#config, session);
 		// Already expired: destroyed, as connect-redis does.
 		if (!this.#config.disableTTL && ttl <= 0) return this.#destroy(sid);
-		// Written here rather than through connect-redis's set, which would serialize the
-		// session a second time: the same text goes to Redis and to the warm copy. A
-		// session the serializer cannot encode rejects, in every mode (memorystore would
-		// keep the previous version and report nothing).
+		// The same text goes to Redis and to the warm copy. A session the serializer cannot
+		// encode rejects, in every mode (memorystore would keep the previous version and
+		// report nothing).
 		const text = this.#serializer.stringify(session);
 		this.#memory.keepWarm(sid, text, ttl);
-		if (!this.#client) return;
-		const result = await this.#attempt('set', 'SET', () => this.#writeRedis(sid, text, ttl));
-		if (result.served) this.#journal.settled(sid);
-		else this.#journal.written(sid);
-		// Destroyed while this write waited on a stalled Redis: the destroy wins.
-		if (this.#journal.isDestroyed(sid)) this.#memory.destroy(sid);
+		if (!this.#sessions) return;
+		const result = await this.#attempt('set', 'SET', () => this.#sessions!.write(sid, text, ttl));
+		if (!result.served) return this.#journal.written(sid);
+		this.#journal.settled(sid);
+		// Destroyed in Redis, by this instance or another: the destroy wins.
+		if (result.value === 'refused') this.#memory.bury(sid);
 	}
 
 	async #touch(sid: string, session: SessionData): Promise<void> {
@@ -471,18 +463,22 @@ export class ResilientStore extends Store {
 			return;
 		}
 
+		if (this.#isDestroyed(sid)) return;
 		this.#memory.touch(sid, session);
-		if (this.#config.disableTouch || this.#config.disableTTL) return;
-		const result = await this.#attempt('touch', 'PEXPIRE', () => this.#renewRedis(sid, session));
-		if (!result.served && this.#redis) this.#journal.touched(sid);
+		if (this.#config.disableTouch || this.#config.disableTTL || !this.#sessions) return;
+		const ttl = ttlMs(this.#config, session);
+		const result = await this.#attempt('touch', 'PEXPIRE', () => this.#sessions!.renew(sid, ttl));
+		if (!result.served) this.#journal.touched(sid);
+		else if (result.value === 'refused') this.#memory.bury(sid);
 	}
 
 	async #destroy(sid: string): Promise<void> {
 		this.#assertOpen('destroy');
-		this.#memory.destroy(sid);
-		const result = await this.#attempt('destroy', 'DEL', () => this.#redis!.destroy(sid));
+		this.#memory.bury(sid);
+		if (!this.#sessions) return;
+		const result = await this.#attempt('destroy', 'SET', () => this.#sessions!.bury(sid));
 		if (result.served) this.#journal.settled(sid);
-		else if (this.#redis) this.#journal.destroyed(sid);
+		else this.#journal.destroyed(sid);
 	}
 
 	/**
@@ -491,14 +487,26 @@ export class ResilientStore extends Store {
 	 */
 	async #clear(): Promise<void> {
 		this.#assertOpen('clear');
-		this.#memory.clear();
-		if (!this.#redis) return;
+		this.#memory.forgetAll();
+		if (!this.#sessions) return;
 		if (this.#failover!.backend === 'memory') {
 			this.#journal.clearedAll();
 			return;
 		}
 
-		await this.#failover!.runWhenReady('SCAN+DEL', () => this.#clearRedis(), this.#config.timeoutMs * BULK_DEADLINES);
+		await this.#failover!.runWhenReady('SCAN+DEL', () => this.#sessions!.clear(), this.#config.timeoutMs * BULK_DEADLINES);
+	}
+
+	/** Every session with its id; what Redis holds that is not a session is left out. */
+	async #allRedis(): Promise<SessionWithId[]> {
+		const entries = await this.#sessions!.entries();
+		const sessions = await Promise.all(
+			entries.map(async ([id, text]) => {
+				const session = await this.#parse(id, text);
+				return session && ({ ...session, id } as SessionWithId);
+			}),
+		);
+		return sessions.filter((session): session is SessionWithId => session !== null);
 	}
 
 	/**
@@ -508,39 +516,13 @@ export class ResilientStore extends Store {
 	 */
 	async #bulk<T>(method: string, redis: () => Promise<T>, memory: () => Promise<T>): Promise<T> {
 		this.#assertOpen(method);
-		if (!this.#redis || this.#failover!.backend === 'memory') return memory();
+		if (!this.#sessions || this.#failover!.backend === 'memory') return memory();
 		try {
 			return await this.#failover!.runWhenReady('SCAN', redis, this.#config.timeoutMs * BULK_DEADLINES);
 		} catch (error) {
 			if (!isRedisFailure(error)) throw error;
 			return memory();
 		}
-	}
-
-	/**
-	 * Every session in Redis. connect-redis 9 reads them with one `MGET`; a redis v5
-	 * cluster sends that to a single node, which refuses keys of other slots (v6 splits
-	 * it by itself). On a cluster, each session is read on its own.
-	 */
-	async #allRedis(): Promise<SessionWithId[]> {
-		const redis = this.#redis!;
-		if (!isCluster(this.#client!)) return redis.all();
-		const ids: string[] = await redis.ids();
-		const sessions = await Promise.all(
-			ids.map(async (id) => {
-				const session = (await redis.get(id)) as SessionData | null;
-				return session && { ...session, id };
-			}),
-		);
-		return sessions.filter((session): session is SessionWithId => session !== null);
-	}
-
-	/** Destroys every session in Redis; one key at a time on a cluster, for the same reason as {@link allRedis}. */
-	async #clearRedis(): Promise<void> {
-		const redis = this.#redis!;
-		if (!isCluster(this.#client!)) return redis.clear();
-		const ids: string[] = await redis.ids();
-		await Promise.all(ids.map((id) => redis.destroy(id)));
 	}
 
 	/** Runs `command` on Redis through the failover; `served: false` means "use memory". */
@@ -610,7 +592,7 @@ export class ResilientStore extends Store {
 	 */
 	async #writeBack(): Promise<void> {
 		const failover = this.#failover!;
-		const redis = this.#redis!;
+		const sessions = this.#sessions!;
 		const journal = this.#journal;
 		const counts = { destroyed: 0, written: 0, touched: 0, restored: 0, lost: 0, failed: 0 };
 
@@ -618,7 +600,7 @@ export class ResilientStore extends Store {
 
 		if (journal.cleared) {
 			try {
-				await failover.run('SCAN+DEL', () => this.#clearRedis(), this.#config.timeoutMs * BULK_DEADLINES);
+				await failover.run('SCAN+DEL', () => sessions.clear(), this.#config.timeoutMs * BULK_DEADLINES);
 			} catch (error) {
 				// A refusal must not hold the store on memory for good: logged, and done with.
 				if (isRedisFailure(error)) throw error;
@@ -629,8 +611,10 @@ export class ResilientStore extends Store {
 			journal.settleClear();
 		}
 
+		// Tombstones, not deletions: an instance that recovers later must find them, and
+		// not restore or write back what was destroyed here.
 		await this.#inBatches(journal.tombstoneEntries(), async ([sid, seq]) => {
-			if (await this.#writeOne(counts, 'DEL', () => redis.destroy(sid).then(() => true))) counts.destroyed++;
+			if (await this.#writeOne(counts, 'SET', () => sessions.bury(sid).then(() => true))) counts.destroyed++;
 			journal.settleTombstone(sid, seq);
 		});
 
@@ -644,9 +628,14 @@ export class ResilientStore extends Store {
 			else if (kind === 'write') {
 				const text = this.#serializer.stringify(session);
 				const ttl = Math.max(ttlMs(this.#config, session), 1);
-				if (await this.#writeOne(counts, 'SET', () => this.#writeRedis(sid, text, ttl))) counts.written++;
+				if (await this.#writeOne(counts, 'SET', async () => (await sessions.write(sid, text, ttl)) === 'written')) {
+					counts.written++;
+				}
 			} else {
-				if (await this.#writeOne(counts, 'PEXPIRE', () => this.#renewRedis(sid, session))) counts.touched++;
+				const ttl = ttlMs(this.#config, session);
+				if (await this.#writeOne(counts, 'PEXPIRE', async () => (await sessions.renew(sid, ttl)) === 'written')) {
+					counts.touched++;
+				}
 			}
 
 			journal.settlePending(sid, seq);
@@ -655,21 +644,34 @@ export class ResilientStore extends Store {
 		if (Object.values(counts).some((count) => count > 0)) this.emit('writeback', counts);
 	}
 
-	/** Writes every session held in memory that Redis does not have (`SET NX`). */
+	/**
+	 * Writes back to a Redis that lost its data the sessions this instance can vouch for,
+	 * each only if Redis has no key for it (`SET NX`, so neither a newer session nor a
+	 * tombstone another instance wrote back first is overwritten):
+	 * - with `CLIENT TRACKING` (clients the store creates), every copy it holds: each was
+	 *   current when the link was lost, as Redis told of every change until then;
+	 * - without, only the sessions used here during the outage: a copy of a session that
+	 *   nobody used may be one another instance destroyed meanwhile.
+	 * Sessions written during the outage are written back after this, with the others.
+	 */
 	async #restore(counts: { failed: number }): Promise<number> {
 		const { serializer, disableTTL } = this.#config;
+		const journal = this.#journal;
 		let restored = 0;
-		const sessions = await this.#memory.all();
+		const held = await this.#memory.all();
+		const sessions = held.filter(({ id }) => !journal.hasPendingWrite(id) && (this.#tracked || journal.isPending(id)));
 		await this.#inBatches(sessions, async (session) => {
 			const { id, ...data } = session;
-			if (this.#journal.isDestroyed(id)) return;
-			// A warm copy holds the session as last written, with the cookie of then: it
-			// lives on as long as a touch would have kept it.
+			if (journal.isDestroyed(id)) return;
+			// A copy holds the session as last written, with the cookie of then: it lives on
+			// as long as a touch would have kept it.
 			const ttl = renewedTtlMs(this.#config, data);
 			if (!disableTTL && ttl <= 0) return;
-			// Hand-written because connect-redis has no "set if absent".
-			const written = await this.#writeOne(counts, 'SET NX', () =>
-				this.#writeRedis(id, serializer.stringify(data), ttl, 'NX'),
+			const text = serializer.stringify(data);
+			const written = await this.#writeOne(
+				counts,
+				'SET NX',
+				async () => (await this.#sessions!.write(id, text, ttl, 'NX')) === 'written',
 			);
 			if (written) restored++;
 		});

@@ -22,7 +22,15 @@ declare module 'memorystore' {
 		clear(callback?: Callback): void;
 		stopInterval(): void;
 		/** The LRU cache that holds the sessions. */
-		readonly store: { readonly itemCount: number; set(key: string, value: string, maxAgeMs: number): boolean };
+		readonly store: {
+			readonly itemCount: number;
+			set(key: string, value: string, maxAgeMs: number): boolean;
+			get(key: string): string | undefined;
+			peek(key: string): string | undefined;
+			del(key: string): void;
+			keys(): string[];
+			forEach(each: (value: string, key: string) => void): void;
+		};
 	}
 
 	const memorystore: (session: { Store: typeof Store }) => new (options?: MemoryStoreOptions) => MemoryStore;
