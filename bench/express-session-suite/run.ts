@@ -39,7 +39,16 @@ interface Outcome {
 	readonly result: SuiteResult | undefined;
 	/** Whether the process ended by itself after the suite. */
 	readonly exited: boolean;
+	/** Redis mode: the session commands Redis ran, from `INFO commandstats`. */
+	redisCommands?: string;
 }
+
+/** `set=812, evalsha=301, …` from `INFO commandstats`, leaving out connection set-up. */
+const sessionCommands = (info: string): string =>
+	[...info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)]
+		.filter(([, name]) => !['client|setinfo', 'hello', 'info', 'ping', 'script|load'].includes(name!))
+		.map(([, name, calls]) => `${name}=${calls}`)
+		.join(', ');
 
 const runMode = async (checkout: string, mode: Mode, redisUrl?: string): Promise<Outcome> => {
 	const resultFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'resilient-session-suite-')), 'result.json');
@@ -106,7 +115,9 @@ const main = async (): Promise<void> => {
 		console.log(`\n=== ${LABELS[mode]} ===`);
 		const redis = mode === 'redis' ? await RedisServer.start({ onSpawn: track }) : undefined;
 		try {
-			outcomes.set(mode, await runMode(checkout.dir, mode, redis?.url));
+			const outcome = await runMode(checkout.dir, mode, redis?.url);
+			if (redis) outcome.redisCommands = sessionCommands(String(await redis.command('INFO', 'commandstats')));
+			outcomes.set(mode, outcome);
 		} finally {
 			await redis?.kill();
 		}
@@ -124,15 +135,18 @@ const report = (outcomes: Map<Mode, Outcome>): void => {
 		console.log(`| ${LABELS[mode]} | ${counts} | ${exited ? 'yes' : 'no'} |`);
 	}
 
-	for (const [mode, { result, exited }] of outcomes) {
+	for (const [mode, { result, exited, redisCommands }] of outcomes) {
 		if (!exited) regressions++;
 		if (!result) continue;
 		if (result.stores) {
 			const { created, fellBack, warnings } = result.stores;
-			console.log(`\n${LABELS[mode]}: ${created} stores, ${fellBack} fell back to memory, ${warnings.length} warnings`);
+			const fallbacks = mode === 'redis' ? `, ${fellBack} fell back to memory` : '';
+			console.log(`\n${LABELS[mode]}: ${created} stores${fallbacks}, ${warnings.length} warnings`);
+			if (redisCommands) console.log(`  Redis ran: ${redisCommands}`);
 		}
 
 		if (mode === 'memorystore') continue;
+		// Without a MemoryStore run to compare with, every failure is listed.
 		const own = result.failures.filter((failure) => !baseline.has(failure.title));
 		regressions += own.length;
 		for (const failure of own) console.log(`  FAILED ${failure.title}\n    ${failure.message.split('\n').join('\n    ')}`);

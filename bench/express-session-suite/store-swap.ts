@@ -56,10 +56,16 @@ export const installStore = (checkout: string, mode: Exclude<Mode, 'memorystore'
 
 	const logger = { warn: record('warn'), error: record('error') };
 
-	/** What the suite gets for `session.MemoryStore`. */
+	/**
+	 * What the suite gets for `session.MemoryStore`. On Redis, each store has a key prefix
+	 * of its own, as each MemoryStore has a map of its own: a store the suite creates
+	 * starts empty, and `length()`, `all()` and `clear()` see its sessions only. (Emptying
+	 * Redis before each test instead would wipe the sessions a `before` hook created for
+	 * the tests after it.)
+	 */
 	class SuiteStore extends ResilientStore {
 		constructor() {
-			if (mode === 'redis') super({ url, logger });
+			if (mode === 'redis') super({ url, prefix: `sess:${created.length + 1}:`, logger });
 			else super();
 			created.push(this);
 		}
