@@ -47,6 +47,7 @@ interface Outcome {
 const sessionCommands = (info: string): string =>
 	[...info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)]
 		.filter(([, name]) => !['client|setinfo', 'hello', 'info', 'ping', 'script|load'].includes(name!))
+		.sort(([, a], [, b]) => a!.localeCompare(b!))
 		.map(([, name, calls]) => `${name}=${calls}`)
 		.join(', ');
 
