@@ -29,10 +29,14 @@ afterAll(() => redis.kill());
 
 const later = <T>(cleanup: () => T) => cleanups.push(cleanup);
 
-/** A store (an instance of the app) on `url`, closed after the test. */
-const storeOn = (url: string, options: ResilientStoreOptions = {}) => {
+/**
+ * A store (an instance of the app) on `url`, closed after the test. A bulk read waits for
+ * its first connection, so that a slow start does not begin the test on memory.
+ */
+const storeOn = async (url: string, options: ResilientStoreOptions = {}) => {
 	const store = new ResilientStore({ url, logger: silentLogger, ...fastFailover, ...options });
 	later(() => store.close());
+	await store.length();
 	return store;
 };
 
@@ -77,8 +81,8 @@ describe('a destroy wins over a later save, on a healthy Redis', () => {
 		['regenerate', (app: Express, cookie: string[]) => request(app).post('/login?user=al').set('Cookie', cookie).expect(200)],
 	])('keeps a session ended by %s on another instance ended when a request that loaded it saves it', async (_name, end) => {
 		const wait = gate();
-		const appA = appWithSlowRoute(storeOn(redis.url), wait);
-		const appB = createApp(storeOn(redis.url));
+		const appA = appWithSlowRoute(await storeOn(redis.url), wait);
+		const appB = createApp(await storeOn(redis.url));
 		const login = await request(appA).post('/login?user=ann').expect(200);
 		const cookie = cookieOf(login);
 
@@ -101,7 +105,7 @@ describe('a destroy wins over a later save, on a healthy Redis', () => {
 
 	it('keeps a session destroyed on the same instance destroyed when a request that loaded it saves it', async () => {
 		const wait = gate();
-		const app = appWithSlowRoute(storeOn(redis.url), wait);
+		const app = appWithSlowRoute(await storeOn(redis.url), wait);
 		const cookie = cookieOf(await request(app).post('/login?user=bob').expect(200));
 		const slow = request(app).get('/slow').set('Cookie', cookie).expect(200).then((res) => res);
 		await wait.arrived;
@@ -127,7 +131,7 @@ describe('a destroy wins over a later save, on a healthy Redis', () => {
 	});
 
 	it('neither revives nor prolongs a destroyed session on touch', async () => {
-		const store = storeOn(redis.url, { tombstoneTtlMs: 60_000 });
+		const store = await storeOn(redis.url, { tombstoneTtlMs: 60_000 });
 		const sid = newSid();
 		await store.set(sid, sessionData(3600, { user: 'dee' }) as never);
 		await store.destroy(sid);
@@ -135,7 +139,7 @@ describe('a destroy wins over a later save, on a healthy Redis', () => {
 		expect(ttl).toBeGreaterThan(0);
 		expect(ttl).toBeLessThanOrEqual(60_000);
 		// Another instance, which did not see the destroy, touches and saves it.
-		const other = storeOn(redis.url);
+		const other = await storeOn(redis.url);
 		await other.touch(sid, sessionData(3600, { user: 'dee' }) as never);
 		await other.set(sid, sessionData(3600, { user: 'dee' }) as never);
 		expect(Number(await redis.command('PTTL', `sess:${sid}`))).toBeLessThanOrEqual(ttl);
@@ -144,7 +148,7 @@ describe('a destroy wins over a later save, on a healthy Redis', () => {
 	});
 
 	it('counts no tombstone in all(), ids() and length(); connect-redis reads one as no session', async () => {
-		const store = storeOn(redis.url);
+		const store = await storeOn(redis.url);
 		const [kept, ended] = [newSid(), newSid()];
 		await store.set(kept, sessionData(60, { user: 'eve' }) as never);
 		await store.set(ended, sessionData(60, { user: 'fay' }) as never);
@@ -160,7 +164,7 @@ describe('a destroy wins over a later save, on a healthy Redis', () => {
 
 	it('answers a request carrying a destroyed session with a fresh one, without a warning', async () => {
 		const warn = jest.fn();
-		const store = storeOn(redis.url, { logger: { warn, error: jest.fn() } });
+		const store = await storeOn(redis.url, { logger: { warn, error: jest.fn() } });
 		const app = createApp(store);
 		const login = await request(app).post('/login?user=gus').expect(200);
 		await store.destroy(login.body.id);
@@ -183,8 +187,8 @@ describe('restoring a Redis that came back empty never brings back a destroyed s
 	};
 
 	it('does not restore a copy of a session another instance destroyed while Redis was up', async () => {
-		const a = storeOn(redis.url);
-		const b = storeOn(redis.url);
+		const a = await storeOn(redis.url);
+		const b = await storeOn(redis.url);
 		const [ended, kept] = [newSid(), newSid()];
 		await b.set(ended, sessionData(3600, { user: 'hal' }) as never);
 		await b.set(kept, sessionData(3600, { user: 'ida' }) as never);
@@ -209,7 +213,7 @@ describe('restoring a Redis that came back empty never brings back a destroyed s
 		later(() => client.destroy());
 		const a = new ResilientStore({ client, logger: silentLogger, ...fastFailover });
 		later(() => a.close());
-		const b = storeOn(redis.url);
+		const b = await storeOn(redis.url);
 		const [ended, used] = [newSid(), newSid()];
 		await b.set(ended, sessionData(3600, { user: 'jo' }) as never);
 		await b.set(used, sessionData(3600, { user: 'kim' }) as never);
@@ -235,8 +239,8 @@ describe('restoring a Redis that came back empty never brings back a destroyed s
 
 	it('does not restore a session another instance destroyed during the outage and wrote back first', async () => {
 		const [proxyA, proxyB] = [await proxyToRedis(), await proxyToRedis()];
-		const a = storeOn(proxyA.url);
-		const b = storeOn(proxyB.url);
+		const a = await storeOn(proxyA.url);
+		const b = await storeOn(proxyB.url);
 		const sid = newSid();
 		await b.set(sid, sessionData(3600, { user: 'lou' }) as never);
 		expect(await a.get(sid)).toMatchObject({ user: 'lou' });

@@ -36,6 +36,9 @@ afterAll(() => redis.kill());
 /** A store through the proxy (so the link can be cut or stalled), and an app on it. */
 const setup = async (options: ConstructorParameters<typeof ResilientStore>[0] = {}) => {
 	const store = new ResilientStore({ url: proxy.url, logger: silentLogger, ...fastFailover, ...options });
+	// A bulk read waits for the first connection (longer than a request would), so that a
+	// slow start does not begin the test on memory.
+	await store.length();
 	const app = createApp(store);
 	const { server, url } = await listen(app);
 	cleanups.push(() => store.close(), () => new Promise((resolve) => (server as Server).close(resolve)));
