@@ -32,10 +32,17 @@ const loggedIn = async (options: ResilientStoreOptions = {}) => {
 	const app = createApp(store, { cookie: { maxAge: HOUR_MS } });
 	const agent = request.agent(app);
 	const { id } = (await agent.post('/login?user=ann').expect(200)).body;
-	// The first read on a server also loads the read script into it.
+	// Pretend the session was last renewed long ago. A change made outside the store, so
+	// the store's copy is dropped and the next read goes to Redis (once Redis's word of it
+	// arrived: any round trip of the store's after it); the first read on a server also
+	// loads the read script into it.
+	const renewedLongAgo = async () => {
+		await redis.command('EXPIRE', `sess:${id}`, '60');
+		await store.length();
+	};
+	await renewedLongAgo();
 	await agent.get('/whoami').expect(200);
-	// Pretend the session was last renewed long ago.
-	await redis.command('EXPIRE', `sess:${id}`, '60');
+	await renewedLongAgo();
 	return { agent, id, store };
 };
 
@@ -89,7 +96,8 @@ describe('Redis round trips per request', () => {
 		await first.get('/remember-me').expect(200);
 		const agent = request.agent(app);
 		const { id } = (await agent.post('/login?user=bea').expect(200)).body;
-		expect(await roundTrips(() => agent.get('/remember-me').expect(200))).toBe(2);
+		// The read is served by the copy the login left; the touch carries the new lifetime.
+		expect(await roundTrips(() => agent.get('/remember-me').expect(200))).toBe(1);
 		expect(Number(await redis.command('TTL', `sess:${id}`))).toBeGreaterThan((24 * HOUR_MS) / 1000 - 10);
 	});
 

@@ -31,6 +31,9 @@ export class StoreFactory {
 					? new ResilientStore({ url: this.cutProxy.url, ...base })
 					: new ResilientStore(base);
 		this.#stores.push(store);
+		// A bulk read waits for the first connection, so that a slow start does not begin
+		// a test on memory.
+		if (mode === 'redis') await store.length();
 		if (mode === 'fallen-back') {
 			await store.get('trip-the-fallback');
 			if (store.backend !== 'memory') throw new Error('the store did not fall back');

@@ -65,6 +65,7 @@ export class Failover extends EventEmitter<FailoverEvents> {
 	#failovers = 0;
 	#lastError: Error | undefined;
 	#latencyMs: number | undefined;
+	#answeredSentAt = 0;
 	#goodProbes = 0;
 	#probeTimer: NodeJS.Timeout | undefined;
 	#closed = false;
@@ -126,6 +127,14 @@ export class Failover extends EventEmitter<FailoverEvents> {
 		return this.#latencyMs;
 	}
 
+	/**
+	 * When the newest command that Redis answered was sent (epoch ms). Whatever Redis
+	 * pushed on the connection before that answer (invalidations) has arrived too.
+	 */
+	get answeredSentAt(): number {
+		return this.#answeredSentAt;
+	}
+
 	/** Registers what must happen before going back to Redis. Steps run in order. */
 	addRecoveryStep(step: RecoveryStep): void {
 		this.#steps.push(step);
@@ -163,9 +172,11 @@ export class Failover extends EventEmitter<FailoverEvents> {
 
 	/** Runs `command` within the deadline, whatever the backend; trips nothing. */
 	async run<T>(operation: string, command: () => Promise<T>, timeoutMs = this.#options.timeoutMs): Promise<T> {
+		const sentAt = Date.now();
 		const started = performance.now();
 		const value = await withDeadline(command(), timeoutMs, operation);
 		const took = performance.now() - started;
+		if (sentAt > this.#answeredSentAt) this.#answeredSentAt = sentAt;
 		this.#latencyMs = this.#latencyMs === undefined ? took : this.#latencyMs * 0.9 + took * 0.1;
 		return value;
 	}

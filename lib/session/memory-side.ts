@@ -7,6 +7,14 @@ const MemoryStore = memorystore(session);
 
 type Session = SessionData & { id: string };
 
+/** What the store knows of a copy it keeps of a session in Redis. */
+export interface CopyInfo {
+	/** When the session expires in Redis (epoch ms); 0 when unknown. */
+	readonly expiresAt: number;
+	/** The connection generation the copy was read or written on (see the store's near cache). */
+	readonly generation: number;
+}
+
 /**
  * The in-process side of the store: memorystore, bounded by `memory.max` (least recently
  * used dropped first) and given the same time to live as Redis. memorystore counts time
@@ -21,6 +29,8 @@ type Session = SessionData & { id: string };
 export class MemorySide {
 	readonly #store: InstanceType<typeof MemoryStore>;
 	readonly #config: StoreConfig;
+	/** Beside each copy of a session in Redis; dropped with the copy (the cache's `dispose`). */
+	readonly #info = new Map<string, CopyInfo>();
 
 	constructor(config: StoreConfig) {
 		this.#config = config;
@@ -30,6 +40,7 @@ export class MemorySide {
 			serializer: config.serializer as { parse(text: string): unknown; stringify(value: unknown): string },
 			// 0 is "no expiry" to the LRU cache behind memorystore.
 			ttl: (_options, session) => (config.disableTTL ? 0 : ttlMs(config, session)),
+			dispose: (sid) => this.#info.delete(sid),
 		});
 	}
 
@@ -50,6 +61,22 @@ export class MemorySide {
 		return ((await this.#config.serializer.parse(text)) as SessionData | null) ?? null;
 	}
 
+	/** The text held for `sid`, tombstones left out. */
+	text(sid: string): string | undefined {
+		const text = this.#lru.get(sid);
+		return text === TOMBSTONE ? undefined : text;
+	}
+
+	/** What is known of the copy of `sid` in Redis, if one is held. */
+	info(sid: string): CopyInfo | undefined {
+		return this.#info.get(sid);
+	}
+
+	/** Records what is known of the copy held of `sid` (nothing if none is held). */
+	describe(sid: string, info: CopyInfo): void {
+		if (this.#lru.peek(sid) !== undefined) this.#info.set(sid, info);
+	}
+
 	/** Whether `sid` was destroyed here (or found destroyed in Redis) within `tombstoneTtlMs`. */
 	isDestroyed(sid: string): boolean {
 		return this.#lru.peek(sid) === TOMBSTONE;
@@ -60,10 +87,11 @@ export class MemorySide {
 	 * the session itself during an outage and in memory-only mode. The text goes straight
 	 * into memorystore's LRU cache, which holds sessions as text in that same format.
 	 */
-	keepWarm(sid: string, text: string, ttlMs: number): void {
+	keepWarm(sid: string, text: string, ttlMs: number, info?: CopyInfo): void {
 		if (this.#config.disableTTL) this.#lru.set(sid, text, 0);
 		else if (ttlMs > 0) this.#lru.set(sid, text, ttlMs);
-		else this.#lru.del(sid);
+		else return this.#lru.del(sid);
+		if (info) this.#info.set(sid, info);
 	}
 
 	/** Marks `sid` destroyed for `tombstoneTtlMs`. */

@@ -132,6 +132,32 @@ export interface ResilientStoreOptions {
 	 */
 	readonly tombstoneTtlMs?: number;
 	/**
+	 * Lazy renewal: a request that leaves its session unchanged extends the session's
+	 * expiry in Redis only when that would move it by at least this many milliseconds (or
+	 * a tenth of the session's lifetime, if shorter). Most read-only requests then send
+	 * nothing to Redis. The session may end up to that much before its cookie says, if it
+	 * is left idle right after a request that did not renew it. `0` renews on every request.
+	 * @default 60_000
+	 */
+	readonly touchAfterMs?: number;
+	/**
+	 * Serve reads of sessions this instance holds a current copy of from memory, with no
+	 * round trip. Only on a client the store creates (`url`), where Redis tells the store
+	 * of every change made elsewhere (RESP3 client tracking); a `client` passed in always
+	 * reads from Redis.
+	 * @default true
+	 */
+	readonly nearCache?: boolean;
+	/**
+	 * The near cache serves a read only while Redis answered, within this many
+	 * milliseconds, a command this store sent: on a link that died without a word, no copy
+	 * is served for longer than this after the last proof that Redis's invalidations were
+	 * still arriving. Under traffic, other commands give that proof; an idle instance pays
+	 * one round trip per this period.
+	 * @default 1_000
+	 */
+	readonly nearCacheMaxLagMs?: number;
+	/**
 	 * The longest wait between two reconnection attempts of a client the store created,
 	 * in milliseconds (the wait grows from 50 ms, with up to 100 ms of jitter).
 	 * @default 500
@@ -159,6 +185,9 @@ export const storeDefaults = Object.freeze({
 	minFallbackMs: 1_000,
 	maxTombstones: 100_000,
 	tombstoneTtlMs: 600_000,
+	touchAfterMs: 60_000,
+	nearCache: true,
+	nearCacheMaxLagMs: 1_000,
 	reconnectMaxDelayMs: 500,
 });
 
@@ -179,6 +208,9 @@ export interface StoreConfig {
 	readonly minFallbackMs: number;
 	readonly maxTombstones: number;
 	readonly tombstoneTtlMs: number;
+	readonly touchAfterMs: number;
+	readonly nearCache: boolean;
+	readonly nearCacheMaxLagMs: number;
 	readonly reconnectMaxDelayMs: number;
 	readonly logger: Logger;
 }
@@ -227,6 +259,9 @@ const KNOWN_OPTIONS = Object.freeze({
 	minFallbackMs: true,
 	maxTombstones: true,
 	tombstoneTtlMs: true,
+	touchAfterMs: true,
+	nearCache: true,
+	nearCacheMaxLagMs: true,
 	reconnectMaxDelayMs: true,
 	logger: true,
 } satisfies Record<keyof ResilientStoreOptions, true>);
@@ -297,6 +332,9 @@ export const resolveStoreOptions = (options: ResilientStoreOptions = {}): StoreC
 		minFallbackMs: checkInteger('minFallbackMs', pick('minFallbackMs'), 0),
 		maxTombstones: checkInteger('maxTombstones', pick('maxTombstones'), 1),
 		tombstoneTtlMs: checkInteger('tombstoneTtlMs', pick('tombstoneTtlMs'), 1),
+		touchAfterMs: checkInteger('touchAfterMs', pick('touchAfterMs'), 0),
+		nearCache: checkBoolean('nearCache', pick('nearCache')),
+		nearCacheMaxLagMs: checkInteger('nearCacheMaxLagMs', pick('nearCacheMaxLagMs'), 1),
 		reconnectMaxDelayMs: checkInteger('reconnectMaxDelayMs', pick('reconnectMaxDelayMs'), 0),
 		logger: checkLogger(given.logger ?? console),
 	});
@@ -331,3 +369,10 @@ export const ttlMs = (config: Pick<StoreConfig, 'ttl'>, session: SessionData): n
  * `PX NaN` and fail the request. Whole milliseconds, as Redis takes them.
  */
 const finiteOrExpired = (ms: number): number => (Number.isFinite(ms) ? Math.ceil(ms) : 0);
+
+/**
+ * How far a renewal must move a session's expiry to be sent to Redis (lazy renewal):
+ * `touchAfterMs`, or a tenth of the session's lifetime (`fullTtlMs`) if that is shorter.
+ */
+export const renewalThresholdMs = (config: Pick<StoreConfig, 'touchAfterMs'>, fullTtlMs: number): number =>
+	Math.min(config.touchAfterMs, fullTtlMs / 10);

@@ -25,18 +25,21 @@ end
 // instance changes or destroys the session later. It costs nothing on the wire.
 
 /**
- * Reads a session and extends its expiry in one round trip, to the time to live that
- * express-session's touch would give it at the end of the request: the cookie's full
- * `originalMaxAge`, or the store's `ttl` for a cookie without one (ARGV[1]); both in
- * milliseconds. The touch of an unchanged session then has nothing left to do. connect-redis needs two round trips
- * for this (`GET`, then `EXPIRE` from touch), which is why reads do not go through it
- * when sessions are JSON and `ttl` is a number. Returns `[text, ttl]`, or nil; a
+ * Reads a session and, when due, extends its expiry in the same round trip, to the time
+ * to live that express-session's touch would give it at the end of the request: the
+ * cookie's full `originalMaxAge`, or the store's `ttl` for a cookie without one
+ * (ARGV[1]); both in milliseconds. Due (lazy renewal) means the expiry would move by at
+ * least `touchAfterMs` (ARGV[2]) or a tenth of the lifetime, whichever is less, as
+ * `renewalThresholdMs` computes it. The touch of an unchanged session then has nothing
+ * left to do. connect-redis needs two round trips for this (`GET`, then `EXPIRE` from
+ * touch), which is why reads do not go through it when sessions are JSON and `ttl` is a
+ * number. Returns `[text, ttl, left]` (`left`: the time to live now, ms), or nil; a
  * tombstone is returned as it is and not renewed.
  */
 const READ_AND_RENEW = new RedisScript(`
 local text = redis.call('GET', KEYS[1])
 if not text then return false end
-if text == 'null' then return { text, 0 } end
+if text == 'null' then return { text, 0, 0 } end
 local ttl = tonumber(ARGV[1])
 -- express-session writes the cookie first, and the cookie its originalMaxAge first:
 -- reading it off the front of the text spares decoding the whole session.
@@ -49,11 +52,13 @@ if maxAge == nil then
 end
 maxAge = tonumber(maxAge)
 if maxAge then ttl = math.ceil(maxAge) end
-if ttl > 0 then
+local left = redis.call('PTTL', KEYS[1])
+if ttl > 0 and (left < 0 or ttl - left >= math.min(tonumber(ARGV[2]), ttl / 10)) then
 	redis.call('PEXPIRE', KEYS[1], ttl)
 	redis.call('STRLEN', KEYS[1])
+	left = ttl
 end
-return { text, ttl }
+return { text, ttl, left }
 `);
 
 /**
@@ -88,10 +93,10 @@ return renewed
 /** A session's text as Redis holds it, and how long the read gave it to live. */
 export interface SessionRead {
 	readonly text: string;
-	/** The time to live the read gave it (ms), when it renewed the expiry itself. */
+	/** The session's full time to live (ms), when the read renews expiries itself. */
 	readonly ttl?: number;
-	/** Whether the read renewed the expiry itself. */
-	readonly renewed: boolean;
+	/** The time it has left to live (ms), when the read renews expiries itself. */
+	readonly left?: number;
 }
 
 /** What a write found: `written`, or the key held a tombstone (or, with `NX`, any value). */
@@ -133,14 +138,15 @@ export class RedisSessions {
 	async read(sid: string): Promise<SessionRead | null> {
 		const key = this.#key(sid);
 		if (this.renewOnRead) {
-			const reply = (await READ_AND_RENEW.run(this.#client, [key], [(this.#config.ttl as number) * 1000])) as
-				| [string, number]
+			const { ttl, touchAfterMs } = this.#config;
+			const reply = (await READ_AND_RENEW.run(this.#client, [key], [(ttl as number) * 1000, touchAfterMs])) as
+				| [string, number, number]
 				| null;
-			return reply && { text: String(reply[0]), ttl: Number(reply[1]), renewed: reply[0] !== TOMBSTONE };
+			return reply && { text: String(reply[0]), ttl: Number(reply[1]), left: Number(reply[2]) };
 		}
 
 		const text = (await this.#client.get(key)) as string | null;
-		return text === null ? null : { text, renewed: false };
+		return text === null ? null : { text };
 	}
 
 	/**

@@ -9,6 +9,7 @@ import { OnceLogger } from '../logger.js';
 import { describe } from '../options/checks.js';
 import { MemorySide } from './memory-side.js';
 import {
+	renewalThresholdMs,
 	renewedTtlMs,
 	resolveStoreOptions,
 	type ResilientStoreOptions,
@@ -34,15 +35,7 @@ const BULK_DEADLINES = 20;
 /** Write-back sends this many commands at a time (node-redis pipelines them). */
 const WRITE_BACK_BATCH = 100;
 
-/**
- * When a session read from Redis was given its renewed expiry (epoch ms), carried from
- * the read to express-session's touch: keyed by the object `get` returned, then by the
- * request's session made from it. Kept beside the session rather than on it, so that
- * nothing of the store's own shows on a session (spreads, clones, deep equality).
- */
-const renewedUntil = new WeakMap<object, number>();
-
-/** A touch within this much of the renewal made by the read is not sent again. */
+/** A touch that moves the expiry by less than this (or a tenth of the lifetime) is not sent. */
 const RENEWAL_TOLERANCE_MS = 2_000;
 
 /** The caller's serializer, with its errors marked as the caller's (they trip no fallback). */
@@ -143,8 +136,15 @@ export class ResilientStore extends Store {
 	 * came back empty.
 	 */
 	readonly #tracked: boolean;
+	/** Whether reads may be served by the near cache (tracked clients only). */
+	readonly #nearCache: boolean;
 	/** Reads in flight, by session id: an invalidation during one makes its copy stale. */
 	readonly #reads = new Map<string, Set<{ stale: boolean }>>();
+	/**
+	 * Counts the connections lost: a copy read or written on an earlier one may have
+	 * missed an invalidation, so the near cache never serves it.
+	 */
+	#generation = 0;
 	/** The marker last seen in Redis; a different or missing one means Redis lost its data. */
 	#epoch: string | undefined;
 	#closed = false;
@@ -164,6 +164,7 @@ export class ResilientStore extends Store {
 		this.#ownsClient = config.client === undefined && config.url !== undefined;
 		const tracking = this.#ownsClient ? createTracking({ invalidated: (key) => this.#invalidated(key) }) : undefined;
 		this.#tracked = tracking !== undefined;
+		this.#nearCache = this.#tracked && config.nearCache;
 		this.#client = this.#ownsClient
 			? createOwnedClient({
 					url: config.url!,
@@ -207,6 +208,7 @@ export class ResilientStore extends Store {
 			resetConnection: this.#ownsClient ? () => this.#resetConnection() : undefined,
 		});
 		this.#failover.on('fallback', (error) => {
+			this.#generation++;
 			this.#journal.forgetWarnings();
 			this.emit('fallback', error);
 		});
@@ -247,12 +249,9 @@ export class ResilientStore extends Store {
 	 * the request so that the rate limit can tell a stored session from a new one.
 	 */
 	override createSession(...args: Parameters<Store['createSession']>): ReturnType<Store['createSession']> {
-		const [req, data] = args;
+		const [req] = args;
 		if (req.sessionID) markLoaded(req, req.sessionID);
-		const session = super.createSession(...args);
-		const until = renewedUntil.get(data);
-		if (until !== undefined) renewedUntil.set(session, until);
-		return session;
+		return super.createSession(...args);
 	}
 
 	/** A snapshot of the store's state. */
@@ -345,8 +344,10 @@ export class ResilientStore extends Store {
 	async #get(sid: string): Promise<SessionData | null> {
 		this.#assertOpen('get');
 		// Right after a recovery, what the outage changed may not be in Redis yet.
-		if (this.#journal.isDestroyed(sid) || this.#memory.isDestroyed(sid)) return null;
+		if (this.#isDestroyed(sid)) return null;
 		if (this.#journal.hasPendingWrite(sid) || !this.#sessions) return this.#memory.get(sid);
+		const cached = this.#cachedText(sid);
+		if (cached !== undefined) return this.#parseCopy(sid, cached);
 		const watch = { stale: false };
 		const reads = this.#reads.get(sid) ?? new Set();
 		this.#reads.set(sid, reads.add(watch));
@@ -367,7 +368,7 @@ export class ResilientStore extends Store {
 			return null;
 		}
 
-		const { text, renewed } = read.value;
+		const { text, left } = read.value;
 		if (text === TOMBSTONE) {
 			this.#memory.bury(sid);
 			return null;
@@ -380,12 +381,36 @@ export class ResilientStore extends Store {
 			return null;
 		}
 
-		const ttl = read.value.ttl ?? renewedTtlMs(this.#config, session);
-		// Keep the memory side warm, for as long as Redis keeps the session, unless another
-		// instance changed it while the reply was on its way.
-		if (watch.stale) this.#memory.forget(sid);
-		else this.#memory.keepWarm(sid, text, ttl);
-		if (renewed) renewedUntil.set(session, Date.now() + ttl);
+		// Keep a copy, for as long as Redis keeps the session, unless another instance
+		// changed it while the reply was on its way.
+		if (watch.stale) {
+			this.#memory.forget(sid);
+		} else {
+			const ttl = left ?? renewedTtlMs(this.#config, session);
+			const expiresAt = left === undefined ? 0 : Date.now() + left;
+			this.#memory.keepWarm(sid, text, ttl, { expiresAt, generation: this.#generation });
+		}
+
+		return session;
+	}
+
+	/**
+	 * The text of `sid` if the near cache may serve it: the store is on Redis, the copy was
+	 * read or written on the current connection (Redis has told of every change made
+	 * elsewhere since, as it tracks the key for this connection), and Redis answered a
+	 * command sent within `nearCacheMaxLagMs` (so its invalidations were still arriving).
+	 */
+	#cachedText(sid: string): string | undefined {
+		if (!this.#nearCache || this.#failover!.backend !== 'redis') return undefined;
+		if (Date.now() - this.#failover!.answeredSentAt > this.#config.nearCacheMaxLagMs) return undefined;
+		if (this.#memory.info(sid)?.generation !== this.#generation) return undefined;
+		return this.#memory.text(sid);
+	}
+
+	/** A session from a copy this store made of it: what it parses to, or no session. */
+	async #parseCopy(sid: string, text: string): Promise<SessionData | null> {
+		const session = await this.#parse(sid, text);
+		if (!session) this.#memory.forget(sid);
 		return session;
 	}
 
@@ -442,34 +467,46 @@ export class ResilientStore extends Store {
 		const ttl = ttlMs(this.#config, session);
 		// Already expired: destroyed, as connect-redis does.
 		if (!this.#config.disableTTL && ttl <= 0) return this.#destroy(sid);
-		// The same text goes to Redis and to the warm copy. A session the serializer cannot
-		// encode rejects, in every mode (memorystore would keep the previous version and
-		// report nothing).
+		// The same text goes to Redis and to the copy kept here. A session the serializer
+		// cannot encode rejects, in every mode (memorystore would keep the previous version
+		// and report nothing).
 		const text = this.#serializer.stringify(session);
 		this.#memory.keepWarm(sid, text, ttl);
 		if (!this.#sessions) return;
+		const generation = this.#generation;
 		const result = await this.#attempt('set', 'SET', () => this.#sessions!.write(sid, text, ttl));
 		if (!result.served) return this.#journal.written(sid);
 		this.#journal.settled(sid);
 		// Destroyed in Redis, by this instance or another: the destroy wins.
 		if (result.value === 'refused') this.#memory.bury(sid);
+		// Redis holds what this copy holds, and tracks the key for this connection again.
+		else if (this.#memory.text(sid) === text) this.#memory.describe(sid, { expiresAt: Date.now() + ttl, generation });
 	}
 
+	/**
+	 * Extends a session's expiry, lazily: on Redis, only when that moves the expiry by at
+	 * least `touchAfterMs` (or a tenth of its lifetime); during an outage, always, so that
+	 * the session counts as used here.
+	 */
 	async #touch(sid: string, session: SessionData): Promise<void> {
 		this.#assertOpen('touch');
-		// The read renewed it already, in its own round trip.
-		const until = renewedUntil.get(session);
-		if (until !== undefined && Math.abs(Date.now() + ttlMs(this.#config, session) - until) < RENEWAL_TOLERANCE_MS) {
-			return;
-		}
-
 		if (this.#isDestroyed(sid)) return;
+		const ttl = ttlMs(this.#config, session);
+		if (this.#sessions && this.#failover!.backend === 'redis' && !this.#renewalDue(sid, ttl)) return;
 		this.#memory.touch(sid, session);
 		if (this.#config.disableTouch || this.#config.disableTTL || !this.#sessions) return;
-		const ttl = ttlMs(this.#config, session);
+		const generation = this.#generation;
 		const result = await this.#attempt('touch', 'PEXPIRE', () => this.#sessions!.renew(sid, ttl));
 		if (!result.served) this.#journal.touched(sid);
 		else if (result.value === 'refused') this.#memory.bury(sid);
+		else if (result.value === 'written') this.#memory.describe(sid, { expiresAt: Date.now() + ttl, generation });
+	}
+
+	/** Whether renewing `sid` to `ttl` ms from now moves its known expiry far enough to be sent. */
+	#renewalDue(sid: string, ttl: number): boolean {
+		const expiresAt = this.#memory.info(sid)?.expiresAt ?? 0;
+		const threshold = Math.max(renewalThresholdMs(this.#config, ttl), Math.min(RENEWAL_TOLERANCE_MS, ttl / 10));
+		return Date.now() + ttl - expiresAt >= threshold;
 	}
 
 	async #destroy(sid: string): Promise<void> {

@@ -9,6 +9,8 @@ declare module 'memorystore' {
 		max?: number;
 		ttl?: number | ((options: unknown, session: SessionData, sid: string) => number);
 		serializer?: { parse(text: string): unknown; stringify(value: unknown): string };
+		/** Called by the LRU cache with each entry it drops, overwrites or lets expire. */
+		dispose?: (key: string, value: string) => void;
 	}
 
 	interface MemoryStore extends Store {

@@ -1,0 +1,189 @@
+import type { SessionData } from 'express-session';
+import { createClient } from 'redis';
+import request from 'supertest';
+import { ResilientStore, type ResilientStoreOptions, silentLogger } from '../lib/index.js';
+import { createApp, newSid, sessionData } from './helpers/app.js';
+import { RedisServer } from './helpers/redis-server.js';
+import { fastFailover, nextEvent } from './helpers/stores.js';
+import { TcpProxy } from './helpers/tcp-proxy.js';
+
+let redis: RedisServer;
+const cleanups: Array<() => unknown> = [];
+
+beforeAll(async () => {
+	delete process.env.REDIS_URL;
+	redis = await RedisServer.start();
+});
+
+beforeEach(() => redis.command('FLUSHALL'));
+
+afterEach(async () => {
+	for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+afterAll(() => redis.kill());
+
+const HOUR_MS = 3_600_000;
+
+/** An instance: a store reaching the file's Redis through a proxy that counts round trips. */
+const instance = async (options: ResilientStoreOptions = {}) => {
+	const proxy = await TcpProxy.start(redis.port);
+	const store = new ResilientStore({ url: proxy.url, logger: silentLogger, ...fastFailover, ...options });
+	cleanups.push(() => proxy.close(), () => store.close());
+	// A bulk read waits for the first connection.
+	await store.length();
+	const app = createApp(store, { cookie: { maxAge: HOUR_MS } });
+	/** Round trips to Redis that `step` causes. */
+	const roundTrips = async (step: () => Promise<unknown>) => {
+		const before = proxy.chunksToServer;
+		await step();
+		return proxy.chunksToServer - before;
+	};
+	/**
+	 * A round trip of this store's own: whatever Redis told its connection before the
+	 * reply (an invalidation) has arrived once it resolves.
+	 */
+	const heard = () => store.get(newSid());
+	return { proxy, store, app, roundTrips, heard };
+};
+
+const session = (user: string, seconds = HOUR_MS / 1000) => sessionData(seconds, { user }) as unknown as SessionData;
+
+describe('the near cache', () => {
+	it('serves a read-only request on a session it holds a current copy of with no round trip', async () => {
+		const { app, roundTrips } = await instance();
+		const agent = request.agent(app);
+		await agent.post('/login?user=ann').expect(200);
+		// The login left a copy: neither the read nor the touch goes to Redis.
+		expect(await roundTrips(() => agent.get('/whoami').expect(200, /"user":"ann"/))).toBe(0);
+		expect(await roundTrips(() => agent.get('/whoami').expect(200, /"user":"ann"/))).toBe(0);
+		// A request that changes its session writes it, and reads nothing.
+		expect(await roundTrips(() => agent.get('/count').expect(200))).toBe(1);
+	});
+
+	it('sees a change made on another instance as soon as Redis has told it', async () => {
+		const a = await instance();
+		const b = await instance();
+		const sid = newSid();
+		await a.store.set(sid, session('old'));
+		expect(await b.store.get(sid)).toMatchObject({ user: 'old' });
+		expect(await b.roundTrips(() => b.store.get(sid))).toBe(0);
+		await a.store.set(sid, session('new'));
+		await b.heard();
+		expect(await b.store.get(sid)).toMatchObject({ user: 'new' });
+	});
+
+	it('sees a logout on another instance, and a change written by connect-redis', async () => {
+		const a = await instance();
+		const b = await instance();
+		const agent = request.agent(a.app);
+		const { id } = (await agent.post('/login?user=bo').expect(200)).body;
+		expect(await b.store.get(id)).toMatchObject({ user: 'bo' });
+		await a.store.destroy(id);
+		await b.heard();
+		expect(await b.store.get(id)).toBeNull();
+
+		const sid = newSid();
+		await b.store.set(sid, session('cy'));
+		const client = createClient({ url: redis.url });
+		await client.connect();
+		cleanups.push(() => client.close());
+		await client.set(`sess:${sid}`, JSON.stringify(session('cy-elsewhere')), { expiration: { type: 'EX', value: 60 } });
+		await b.heard();
+		expect(await b.store.get(sid)).toMatchObject({ user: 'cy-elsewhere' });
+	});
+
+	it('sees a session expire', async () => {
+		const { store } = await instance();
+		const sid = newSid();
+		await store.set(sid, session('dee', 0.3));
+		expect(await store.get(sid)).toMatchObject({ user: 'dee' });
+		await new Promise((resolve) => setTimeout(resolve, 400));
+		expect(await store.get(sid)).toBeNull();
+	});
+
+	it('drops its copies with a dropped connection', async () => {
+		const a = await instance();
+		const b = await instance();
+		const sid = newSid();
+		await a.store.set(sid, session('eli'));
+		expect(await a.store.get(sid)).toMatchObject({ user: 'eli' });
+		a.proxy.cut();
+		await a.store.get(newSid());
+		expect(a.store.backend).toBe('memory');
+		// Changed while A cannot hear of it.
+		await b.store.set(sid, session('eli-changed'));
+		const recovered = nextEvent(a.store, 'recover');
+		a.proxy.pass();
+		await recovered;
+		expect(await a.store.get(sid)).toMatchObject({ user: 'eli-changed' });
+	});
+
+	it('reads from Redis when Redis has not answered for longer than nearCacheMaxLagMs', async () => {
+		const a = await instance({ nearCacheMaxLagMs: 100 });
+		const sid = newSid();
+		await a.store.set(sid, session('fay'));
+		expect(await a.roundTrips(() => a.store.get(sid))).toBe(0);
+		await new Promise((resolve) => setTimeout(resolve, 150));
+		expect(await a.roundTrips(() => a.store.get(sid))).toBe(1);
+		expect(await a.roundTrips(() => a.store.get(sid))).toBe(0);
+	});
+
+	it('is off for a client passed in, which gets no word of changes made elsewhere', async () => {
+		const proxy = await TcpProxy.start(redis.port);
+		const client = createClient({ url: proxy.url });
+		await client.connect();
+		const store = new ResilientStore({ client, logger: silentLogger });
+		cleanups.push(() => proxy.close(), () => client.close(), () => store.close());
+		const sid = newSid();
+		await store.set(sid, session('gil'));
+		const before = proxy.chunksToServer;
+		expect(await store.get(sid)).toMatchObject({ user: 'gil' });
+		expect(proxy.chunksToServer - before).toBe(1);
+	});
+
+	it('is off with nearCache: false', async () => {
+		const { store, roundTrips } = await instance({ nearCache: false });
+		const sid = newSid();
+		await store.set(sid, session('hal'));
+		expect(await roundTrips(() => store.get(sid))).toBe(1);
+	});
+});
+
+describe('lazy renewal', () => {
+	it('renews a session read from Redis only once its expiry would move by touchAfterMs', async () => {
+		const { store, app, roundTrips, heard } = await instance({ touchAfterMs: 5_000, nearCache: false });
+		const agent = request.agent(app);
+		const { id } = (await agent.post('/login?user=ivy').expect(200)).body;
+		const pttl = async () => Number(await redis.command('PTTL', `sess:${id}`));
+		// Just written: a read sends nothing but the read itself.
+		expect(await roundTrips(() => agent.get('/whoami').expect(200))).toBe(1);
+		const fresh = await pttl();
+		expect(fresh).toBeLessThanOrEqual(HOUR_MS);
+		// 10 s of its lifetime gone: the read renews it, in the same round trip.
+		await redis.command('PEXPIRE', `sess:${id}`, String(HOUR_MS - 10_000));
+		await heard();
+		expect(await roundTrips(() => agent.get('/whoami').expect(200))).toBe(1);
+		expect(await pttl()).toBeGreaterThan(HOUR_MS - 5_000);
+		expect(store.backend).toBe('redis');
+	});
+
+	it('renews a session served from the near cache by a touch, once due', async () => {
+		const { app, roundTrips } = await instance({ touchAfterMs: 1 });
+		const agent = request.agent(app);
+		const { id } = (await agent.post('/login?user=jay').expect(200)).body;
+		await redis.command('PEXPIRE', `sess:${id}`, String(HOUR_MS));
+		// The threshold is at least a tenth of the lifetime or two seconds, whichever is less:
+		// two seconds here. Wait them out, then the touch is due.
+		await new Promise((resolve) => setTimeout(resolve, 2_100));
+		expect(await roundTrips(() => agent.get('/whoami').expect(200))).toBeGreaterThanOrEqual(1);
+		expect(Number(await redis.command('PTTL', `sess:${id}`))).toBeGreaterThan(HOUR_MS - 1_000);
+	});
+
+	it('renews on every request with touchAfterMs: 0, beyond the two seconds a read already covered', async () => {
+		const { app, roundTrips } = await instance({ touchAfterMs: 0, nearCache: false });
+		const agent = request.agent(app);
+		await agent.post('/login?user=kit').expect(200);
+		expect(await roundTrips(() => agent.get('/whoami').expect(200))).toBe(1);
+	});
+});
