@@ -10,7 +10,7 @@ import { type Chromium, launchChromium } from './helpers/browser.js';
 import { logOut, sessionIdOf, signIn, textOf } from './helpers/login-page.js';
 import { listen } from './helpers/rate-limit-app.js';
 import { RedisServer } from './helpers/redis-server.js';
-import { fastFailover, nextEvent } from './helpers/stores.js';
+import { connected, fastFailover, nextEvent } from './helpers/stores.js';
 
 /** Small lockouts, so that one is waited out in seconds. */
 const MAX_FAILURES = 3;
@@ -46,6 +46,7 @@ afterAll(async () => {
 const startExample = async (options: Omit<LoginAppOptions, 'store'> = {}) => {
 	const store = new ResilientStore({ url: redis.url, logger: silentLogger, ...fastFailover });
 	cleanups.push(() => store.close());
+	await connected(store);
 	const { app } = createLoginApp({
 		store,
 		guard: { maxFailures: MAX_FAILURES, lockoutMs: LOCKOUT_MS, lockoutFactor: 1, logger: silentLogger },
