@@ -33,7 +33,7 @@ export interface LoginAppOptions {
 	readonly store: ResilientStore;
 	/** Secret signing the session cookie. */
 	readonly secret?: string;
-	/** Usernames and their passwords. Default: the demo user. */
+	/** Usernames (in lower case, as the guard counts them) and their passwords. Default: the demo user. */
 	readonly users?: Readonly<Record<string, string>>;
 	/** Options of the login guard (lockouts). */
 	readonly guard?: Omit<LoginGuardOptions, 'store'>;
