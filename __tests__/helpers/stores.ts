@@ -1,3 +1,4 @@
+import { type EventEmitter, once } from 'node:events';
 import { ResilientStore, type ResilientStoreOptions, silentLogger } from '../../lib/index.js';
 import { RedisServer } from './redis-server.js';
 import { TcpProxy } from './tcp-proxy.js';
@@ -64,6 +65,16 @@ export const nextEvent = <T = unknown>(store: ResilientStore, event: string, ms 
 			resolve(value);
 		});
 	});
+
+/**
+ * Resolves once the store's Redis client is connected. A store serves from memory (and
+ * falls back) when a request comes before its client has connected.
+ */
+export const connected = async (store: ResilientStore): Promise<ResilientStore> => {
+	const client = store.client as unknown as (EventEmitter & { isReady: boolean }) | undefined;
+	if (client && !client.isReady) await once(client, 'ready');
+	return store;
+};
 
 /** What {@link useStoreFactory} sets up: the file's redis-server, a cut proxy to it, the factory. */
 export interface StoreFixture {

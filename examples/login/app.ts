@@ -1,0 +1,176 @@
+/**
+ * The login example as a factory, so that it can be served (server.ts) and driven by the
+ * browser tests alike: a login page (HTML form post), a members page, logout, the login
+ * guard and a rate limit on the login route, and a status line with the store's backend.
+ */
+import { randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
+import { promisify } from 'node:util';
+import express, { type Express, type RequestHandler } from 'express';
+import session from 'express-session';
+import {
+	type LoginGuard,
+	loginGuard,
+	type LoginGuardOptions,
+	rateLimit,
+	type RateLimitOptions,
+	type ResilientStore,
+} from '../../lib/index.js';
+import { loginPage, membersPage } from './pages.js';
+
+declare module 'express-session' {
+	interface SessionData {
+		user?: string;
+		signedInAt?: number;
+		visits?: number;
+	}
+}
+
+/** The account the example knows, unless `users` says otherwise. */
+export const demoUser = Object.freeze({ username: 'alice', password: 'correct horse battery staple' });
+
+export interface LoginAppOptions {
+	/** The store of the sessions, the login guard and the rate limit. */
+	readonly store: ResilientStore;
+	/** Secret signing the session cookie. */
+	readonly secret?: string;
+	/** Usernames (in lower case, as the guard counts them) and their passwords. Default: the demo user. */
+	readonly users?: Readonly<Record<string, string>>;
+	/** Options of the login guard (lockouts). */
+	readonly guard?: Omit<LoginGuardOptions, 'store'>;
+	/** Options of the rate limit of the login route. */
+	readonly rateLimit?: Omit<RateLimitOptions, 'store'>;
+}
+
+export interface LoginApp {
+	readonly app: Express;
+	/** The login guard, to unlock a user with `guard.reset(username)`. */
+	readonly guard: LoginGuard;
+}
+
+const scryptAsync = promisify(scrypt) as (password: string, salt: Buffer, length: number) => Promise<Buffer>;
+
+/** Password hashes (scrypt), checked in constant time; an unknown user costs the same as a known one. */
+const passwordChecker = (users: Readonly<Record<string, string>>) => {
+	const salt = randomBytes(16);
+	const hashes = new Map(Object.entries(users).map(([name, password]) => [name, scryptAsync(password, salt, 32)]));
+	const unknownUser = scryptAsync(randomBytes(16).toString('hex'), salt, 32);
+	return async (username: string, password: string): Promise<boolean> => {
+		const expected = await (hashes.get(username) ?? unknownUser);
+		const given = await scryptAsync(password, salt, 32);
+		return timingSafeEqual(expected, given) && hashes.has(username);
+	};
+};
+
+export const createLoginApp = (options: LoginAppOptions): LoginApp => {
+	const { store } = options;
+	const checkPassword = passwordChecker(options.users ?? { [demoUser.username]: demoUser.password });
+	const guard = loginGuard({ store, ...options.guard });
+
+	const app = express();
+	app.use(
+		session({
+			store,
+			secret: options.secret ?? 'replace me with a real secret',
+			resave: false,
+			saveUninitialized: false,
+			cookie: { httpOnly: true, sameSite: 'lax', maxAge: 60 * 60 * 1000 },
+		}),
+	);
+
+	// Twenty attempts a minute per visitor, whatever the usernames: a person never gets
+	// near it, a script does. A person at a form gets the login page, not JSON.
+	const limitLogins = rateLimit({
+		store,
+		windowMs: 60_000,
+		limit: 20,
+		prefix: 'rl:login:',
+		handler: (req, res) => {
+			const retryAfterSeconds = Number(res.get('Retry-After'));
+			res.status(429).type('html').send(
+				loginPage({
+					backend: store.backend,
+					username: typeof req.body?.username === 'string' ? req.body.username : '',
+					error: `Too many sign-in attempts. Try again in ${retryAfterSeconds} seconds.`,
+					retryAfterSeconds,
+				}),
+			);
+		},
+		...options.rateLimit,
+	});
+
+	// The guard refuses a locked attempt (429) or one without a username (400) with a JSON
+	// body, before the login handler runs. For a person at a form, those answers become
+	// the login page with the message.
+	const guardAnswersAsPage: RequestHandler = (req, res, next) => {
+		const sendJson = res.json.bind(res);
+		res.json = (body: { error?: string; retryAfter?: number }) => {
+			if (res.statusCode !== 429 && res.statusCode !== 400) return sendJson(body);
+			const locked = res.statusCode === 429;
+			return res.type('html').send(
+				loginPage({
+					backend: store.backend,
+					username: typeof req.body?.username === 'string' ? req.body.username : '',
+					error: locked ? `Too many failed attempts. Try again in ${body.retryAfter} seconds.` : body.error,
+					retryAfterSeconds: locked ? body.retryAfter : undefined,
+				}),
+			);
+		};
+		next();
+	};
+
+	app.get('/', (req, res) => res.redirect(req.session.user ? '/members' : '/login'));
+
+	app.get('/login', (req, res) => {
+		if (req.session.user) return res.redirect('/members');
+		const notice = req.query.bye === undefined ? undefined : 'You are logged out.';
+		res.type('html').send(loginPage({ backend: store.backend, notice }));
+	});
+
+	app.post(
+		'/login',
+		express.urlencoded({ extended: false }),
+		limitLogins,
+		guardAnswersAsPage,
+		guard,
+		async (req, res, next) => {
+			const { username, password } = req.body as { username?: unknown; password?: unknown };
+			// The guard only lets a non-empty username through; it counts a 401 as a failure.
+			const name = req.loginGuard!.username;
+			if (typeof password !== 'string' || !(await checkPassword(name, password))) {
+				res.status(401).type('html').send(
+					loginPage({
+						backend: store.backend,
+						username: typeof username === 'string' ? username : '',
+						error: 'Wrong username or password.',
+					}),
+				);
+				return;
+			}
+
+			// A new session id at login, so that an id planted before it is worth nothing.
+			req.session.regenerate((error) => {
+				if (error) return next(error);
+				req.session.user = name;
+				req.session.signedInAt = Date.now();
+				req.session.save((error) => (error ? next(error) : res.redirect(303, '/members')));
+			});
+		},
+	);
+
+	app.get('/members', (req, res) => {
+		const { user, signedInAt } = req.session;
+		if (!user || signedInAt === undefined) return res.redirect('/login');
+		req.session.visits = (req.session.visits ?? 0) + 1;
+		res.type('html').send(membersPage({ backend: store.backend, user, signedInAt, visits: req.session.visits }));
+	});
+
+	app.post('/logout', (req, res, next) => {
+		req.session.destroy((error) => {
+			if (error) return next(error);
+			res.clearCookie('connect.sid');
+			res.redirect(303, '/login?bye');
+		});
+	});
+
+	return { app, guard };
+};

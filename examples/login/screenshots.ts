@@ -1,0 +1,55 @@
+/**
+ * Takes the README's screenshots of the login example in a real headless Chromium
+ * (/usr/bin/chromium), on a private redis-server: the login page, the lockout message and
+ * the members page, saved in examples/login/screenshots/.
+ *
+ *   npm run screenshots
+ */
+import { join } from 'node:path';
+import { ResilientStore, silentLogger } from '../../lib/index.js';
+import { launchChromium } from '../../__tests__/helpers/browser.js';
+import { logOut, signIn } from '../../__tests__/helpers/login-page.js';
+import { listen } from '../../__tests__/helpers/rate-limit-app.js';
+import { RedisServer } from '../../__tests__/helpers/redis-server.js';
+import { connected } from '../../__tests__/helpers/stores.js';
+import { createLoginApp, demoUser } from './app.js';
+
+const directory = join(__dirname, 'screenshots');
+
+const main = async () => {
+	const redis = await RedisServer.start();
+	const store = await connected(new ResilientStore({ url: redis.url, logger: silentLogger }));
+	const server = await listen(createLoginApp({ store }).app);
+	const chromium = await launchChromium({ viewport: { width: 720, height: 580 } });
+	try {
+		const page = await chromium.context.newPage();
+		const shoot = async (name: string) => {
+			await page.screenshot({ path: join(directory, `${name}.png`) });
+			console.info(`examples/login/screenshots/${name}.png`);
+		};
+
+		await page.goto(`${server.url}/login`);
+		await page.fill('#username', demoUser.username);
+		await page.fill('#password', demoUser.password);
+		await shoot('login');
+
+		await signIn(page, demoUser.username, demoUser.password);
+		await shoot('members');
+		await logOut(page);
+
+		// The default guard: five wrong passwords, then a 30-second lockout.
+		for (let attempt = 1; attempt <= 6; attempt++) await signIn(page, demoUser.username, `guess ${attempt}`);
+		await page.fill('#password', 'one more guess');
+		await shoot('lockout');
+	} finally {
+		await chromium.close();
+		await server.close();
+		await store.close();
+		await redis.kill();
+	}
+};
+
+main().catch((error: unknown) => {
+	console.error(error);
+	process.exitCode = 1;
+});
