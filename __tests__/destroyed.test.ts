@@ -5,7 +5,7 @@ import request from 'supertest';
 import { ResilientStore, type ResilientStoreOptions, silentLogger, type WriteBackResult } from '../lib/index.js';
 import { createApp, newSid, sessionData } from './helpers/app.js';
 import { RedisServer } from './helpers/redis-server.js';
-import { fastFailover, nextEvent } from './helpers/stores.js';
+import { connected, fastFailover, nextEvent } from './helpers/stores.js';
 import { TcpProxy } from './helpers/tcp-proxy.js';
 
 let redis: RedisServer;
@@ -29,15 +29,11 @@ afterAll(() => redis.kill());
 
 const later = <T>(cleanup: () => T) => cleanups.push(cleanup);
 
-/**
- * A store (an instance of the app) on `url`, closed after the test. A bulk read waits for
- * its first connection, so that a slow start does not begin the test on memory.
- */
+/** A store (an instance of the app) on `url`, closed after the test, once it reached Redis. */
 const storeOn = async (url: string, options: ResilientStoreOptions = {}) => {
 	const store = new ResilientStore({ url, logger: silentLogger, ...fastFailover, ...options });
 	later(() => store.close());
-	await store.length();
-	return store;
+	return connected(store);
 };
 
 /** A proxy to the file's Redis, so that one instance's link can be cut alone. */

@@ -4,7 +4,7 @@ import request from 'supertest';
 import { ResilientStore, silentLogger, type WriteBackResult } from '../lib/index.js';
 import { createApp, newSid, sessionData } from './helpers/app.js';
 import { RedisServer } from './helpers/redis-server.js';
-import { fastFailover, nextEvent, sleep } from './helpers/stores.js';
+import { connected, fastFailover, nextEvent, sleep } from './helpers/stores.js';
 import { TcpProxy } from './helpers/tcp-proxy.js';
 import { listen, Traffic } from './helpers/traffic.js';
 
@@ -36,9 +36,7 @@ afterAll(() => redis.kill());
 /** A store through the proxy (so the link can be cut or stalled), and an app on it. */
 const setup = async (options: ConstructorParameters<typeof ResilientStore>[0] = {}) => {
 	const store = new ResilientStore({ url: proxy.url, logger: silentLogger, ...fastFailover, ...options });
-	// A bulk read waits for the first connection (longer than a request would), so that a
-	// slow start does not begin the test on memory.
-	await store.length();
+	await connected(store);
 	const app = createApp(store);
 	const { server, url } = await listen(app);
 	cleanups.push(() => store.close(), () => new Promise((resolve) => (server as Server).close(resolve)));

@@ -4,7 +4,7 @@ import request from 'supertest';
 import { ResilientStore, type ResilientStoreOptions, silentLogger } from '../lib/index.js';
 import { createApp, newSid, sessionData } from './helpers/app.js';
 import { RedisServer } from './helpers/redis-server.js';
-import { fastFailover, nextEvent } from './helpers/stores.js';
+import { connected, fastFailover, nextEvent } from './helpers/stores.js';
 import { TcpProxy } from './helpers/tcp-proxy.js';
 
 let redis: RedisServer;
@@ -30,8 +30,7 @@ const instance = async (options: ResilientStoreOptions = {}) => {
 	const proxy = await TcpProxy.start(redis.port);
 	const store = new ResilientStore({ url: proxy.url, logger: silentLogger, ...fastFailover, ...options });
 	cleanups.push(() => proxy.close(), () => store.close());
-	// A bulk read waits for the first connection.
-	await store.length();
+	await connected(store);
 	const app = createApp(store, { cookie: { maxAge: HOUR_MS } });
 	/** Round trips to Redis that `step` causes. */
 	const roundTrips = async (step: () => Promise<unknown>) => {

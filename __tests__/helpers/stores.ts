@@ -1,4 +1,3 @@
-import { type EventEmitter, once } from 'node:events';
 import { ResilientStore, type ResilientStoreOptions, silentLogger } from '../../lib/index.js';
 import { RedisServer } from './redis-server.js';
 import { TcpProxy } from './tcp-proxy.js';
@@ -32,9 +31,7 @@ export class StoreFactory {
 					? new ResilientStore({ url: this.cutProxy.url, ...base })
 					: new ResilientStore(base);
 		this.#stores.push(store);
-		// A bulk read waits for the first connection, so that a slow start does not begin
-		// a test on memory.
-		if (mode === 'redis') await store.length();
+		if (mode === 'redis') await connected(store);
 		if (mode === 'fallen-back') {
 			await store.get('trip-the-fallback');
 			if (store.backend !== 'memory') throw new Error('the store did not fall back');
@@ -67,12 +64,11 @@ export const nextEvent = <T = unknown>(store: ResilientStore, event: string, ms 
 	});
 
 /**
- * Resolves once the store's Redis client is connected. A store serves from memory (and
- * falls back) when a request comes before its client has connected.
+ * Resolves once the store has reached Redis: a bulk read waits for the first connection
+ * (longer than a request would), so that a slow start does not begin a test on memory.
  */
 export const connected = async (store: ResilientStore): Promise<ResilientStore> => {
-	const client = store.client as unknown as (EventEmitter & { isReady: boolean }) | undefined;
-	if (client && !client.isReady) await once(client, 'ready');
+	await store.length();
 	return store;
 };
 
