@@ -1,5 +1,6 @@
 export { ResilientStore } from './session/store.js';
-export type { SessionWithId, StoreStats, WriteBackResult } from './session/store.js';
+export type { SessionWithId, StoreStats } from './session/store.js';
+export type { WriteBackResult } from './session/write-back.js';
 export type { Backend } from './redis/failover.js';
 export { storeDefaults } from './session/options.js';
 export type { MemoryOptions, ResilientStoreOptions, Serializer } from './session/options.js';

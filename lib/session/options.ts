@@ -9,7 +9,7 @@ import {
 	invalidOption,
 	rejectUnknownOptions,
 } from '../options/checks.js';
-import { isRedisClient, type RedisClient } from '../redis/client.js';
+import { isRedisClient, markCallerError, type RedisClient } from '../redis/client.js';
 import type { ResilientStore } from './store.js';
 
 /** How sessions are turned into strings for Redis. `JSON` by default, as in connect-redis. */
@@ -376,3 +376,22 @@ const finiteOrExpired = (ms: number): number => (Number.isFinite(ms) ? Math.ceil
  */
 export const renewalThresholdMs = (config: Pick<StoreConfig, 'touchAfterMs'>, fullTtlMs: number): number =>
 	Math.min(config.touchAfterMs, fullTtlMs / 10);
+
+/** The caller's serializer, with its errors marked as the caller's (they trip no fallback). */
+export const guardSerializer = (serializer: Serializer): Serializer => ({
+	parse(text) {
+		try {
+			const parsed = serializer.parse(text);
+			return parsed instanceof Promise ? parsed.catch((error: unknown) => Promise.reject(markCallerError(error))) : parsed;
+		} catch (error) {
+			throw markCallerError(error);
+		}
+	},
+	stringify(session) {
+		try {
+			return serializer.stringify(session);
+		} catch (error) {
+			throw markCallerError(error);
+		}
+	},
+});

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { RedisStore } from 'connect-redis';
 import { Store, type SessionData } from 'express-session';
 import { type Callback, settle } from '../callback.js';
@@ -9,6 +8,7 @@ import { OnceLogger } from '../logger.js';
 import { describe } from '../options/checks.js';
 import { MemorySide } from './memory-side.js';
 import {
+	guardSerializer,
 	renewalThresholdMs,
 	renewedTtlMs,
 	resolveStoreOptions,
@@ -18,60 +18,22 @@ import {
 	ttlMs,
 } from './options.js';
 import { OutageJournal } from './outage-journal.js';
-import { RedisSessions, type SessionRead, TOMBSTONE } from './redis-sessions.js';
+import { NearCache } from './near-cache.js';
+import { RedisSessions, TOMBSTONE } from './redis-sessions.js';
+import { BULK_DEADLINES, WriteBack, type WriteBackResult } from './write-back.js';
 import { markLoaded } from './request-session.js';
 import {
 	connectInBackground,
 	createOwnedClient,
 	isRedisFailure,
-	markCallerError,
 	type RedisClient,
 } from '../redis/client.js';
 import { createTracking } from '../redis/tracking.js';
 
-/** Bulk operations (`all`, `ids`, `length`, `clear`) scan every key: they get this many deadlines. */
-const BULK_DEADLINES = 20;
-
-/** Write-back sends this many commands at a time (node-redis pipelines them). */
-const WRITE_BACK_BATCH = 100;
 
 /** A touch that moves the expiry by less than this (or a tenth of the lifetime) is not sent. */
 const RENEWAL_TOLERANCE_MS = 2_000;
 
-/** The caller's serializer, with its errors marked as the caller's (they trip no fallback). */
-const guardSerializer = (serializer: Serializer): Serializer => ({
-	parse(text) {
-		try {
-			const parsed = serializer.parse(text);
-			return parsed instanceof Promise ? parsed.catch((error: unknown) => Promise.reject(markCallerError(error))) : parsed;
-		} catch (error) {
-			throw markCallerError(error);
-		}
-	},
-	stringify(session) {
-		try {
-			return serializer.stringify(session);
-		} catch (error) {
-			throw markCallerError(error);
-		}
-	},
-});
-
-/** What one write-back did, as given to the `'writeback'` event. */
-export interface WriteBackResult {
-	/** Sessions destroyed during the outage, now destroyed in Redis. */
-	readonly destroyed: number;
-	/** Sessions created or changed during the outage, now written to Redis. */
-	readonly written: number;
-	/** Sessions touched during the outage, their expiry now extended in Redis. */
-	readonly touched: number;
-	/** Sessions written back because Redis came back empty (`SET NX`: nothing newer was overwritten). */
-	readonly restored: number;
-	/** Pending sessions no longer in memory (expired, or dropped at `memory.max`), so not written. */
-	readonly lost: number;
-	/** Sessions Redis refused with a reply error (logged). */
-	readonly failed: number;
-}
 
 /** A snapshot of the store's state, from {@link ResilientStore.stats}. */
 export interface StoreStats {
@@ -136,17 +98,7 @@ export class ResilientStore extends Store {
 	 * came back empty.
 	 */
 	readonly #tracked: boolean;
-	/** Whether reads may be served by the near cache (tracked clients only). */
-	readonly #nearCache: boolean;
-	/** Reads in flight, by session id: an invalidation during one makes its copy stale. */
-	readonly #reads = new Map<string, Set<{ stale: boolean }>>();
-	/**
-	 * Counts the connections lost: a copy read or written on an earlier one may have
-	 * missed an invalidation, so the near cache never serves it.
-	 */
-	#generation = 0;
-	/** The marker last seen in Redis; a different or missing one means Redis lost its data. */
-	#epoch: string | undefined;
+	readonly #nearCache: NearCache;
 	#closed = false;
 
 	constructor(options: ResilientStoreOptions = {}) {
@@ -162,9 +114,10 @@ export class ResilientStore extends Store {
 
 		this.#serializer = guardSerializer(config.serializer);
 		this.#ownsClient = config.client === undefined && config.url !== undefined;
-		const tracking = this.#ownsClient ? createTracking({ invalidated: (key) => this.#invalidated(key) }) : undefined;
+		const nearCache = new NearCache(this.#memory, this.#journal, config);
+		this.#nearCache = nearCache;
+		const tracking = this.#ownsClient ? createTracking(nearCache) : undefined;
 		this.#tracked = tracking !== undefined;
-		this.#nearCache = this.#tracked && config.nearCache;
 		this.#client = this.#ownsClient
 			? createOwnedClient({
 					url: config.url!,
@@ -207,22 +160,29 @@ export class ResilientStore extends Store {
 			log: this.#log,
 			resetConnection: this.#ownsClient ? () => this.#resetConnection() : undefined,
 		});
+		nearCache.attach(this.#failover, this.#tracked);
 		this.#failover.on('fallback', (error) => {
-			this.#generation++;
 			this.#journal.forgetWarnings();
 			this.emit('fallback', error);
 		});
-		this.#failover.on('recover', () => {
-			// Copies kept through the outage may have missed invalidations while the link was
-			// down: Redis is the truth again. What still waits to be written back stays.
-			this.#memory.forgetAll((sid) => this.#journal.isPending(sid));
-			this.emit('recover');
+		this.#failover.on('recover', () => this.emit('recover'));
+		const writeBack = new WriteBack({
+			config,
+			client,
+			failover: this.#failover,
+			sessions: this.#sessions,
+			memory: this.#memory,
+			journal: this.#journal,
+			log: this.#log,
+			serializer: this.#serializer,
+			tracked: this.#tracked,
+			emit: (result) => this.emit('writeback', result),
 		});
 		this.#failover.addRecoveryStep({
-			flush: () => this.#writeBack(),
+			flush: () => writeBack.run(),
 			pending: () => !this.#journal.isEmpty,
 		});
-		this.#learnEpoch();
+		writeBack.learnEpoch(() => this.#closed);
 	}
 
 	/** Where operations go right now: `'redis'` or `'memory'`. */
@@ -346,20 +306,13 @@ export class ResilientStore extends Store {
 		// Right after a recovery, what the outage changed may not be in Redis yet.
 		if (this.#isDestroyed(sid)) return null;
 		if (this.#journal.hasPendingWrite(sid) || !this.#sessions) return this.#memory.get(sid);
-		const cached = this.#cachedText(sid);
+		const cached = this.#nearCache.text(sid);
 		if (cached !== undefined) return this.#parseCopy(sid, cached);
-		const watch = { stale: false };
-		const reads = this.#reads.get(sid) ?? new Set();
-		this.#reads.set(sid, reads.add(watch));
-		let read: Attempt<SessionRead | null>;
-		try {
-			read = await this.#attempt('get', this.#sessions.renewOnRead ? 'GET+EXPIRE' : 'GET', () =>
-				this.#sessions!.read(sid),
-			);
-		} finally {
-			reads.delete(watch);
-			if (reads.size === 0) this.#reads.delete(sid);
-		}
+		const sessions = this.#sessions;
+		const operation = sessions.renewOnRead ? 'GET+EXPIRE' : 'GET';
+		const { value: read, stale } = await this.#nearCache.read(sid, () =>
+			this.#attempt('get', operation, () => sessions.read(sid)),
+		);
 
 		if (!read.served) return this.#memory.get(sid);
 		// Never let the memory side serve a session Redis no longer has.
@@ -383,28 +336,15 @@ export class ResilientStore extends Store {
 
 		// Keep a copy, for as long as Redis keeps the session, unless another instance
 		// changed it while the reply was on its way.
-		if (watch.stale) {
+		if (stale) {
 			this.#memory.forget(sid);
 		} else {
 			const ttl = left ?? renewedTtlMs(this.#config, session);
 			const expiresAt = left === undefined ? 0 : Date.now() + left;
-			this.#memory.keepWarm(sid, text, ttl, { expiresAt, generation: this.#generation });
+			this.#memory.keepWarm(sid, text, ttl, { expiresAt, generation: this.#nearCache.generation });
 		}
 
 		return session;
-	}
-
-	/**
-	 * The text of `sid` if the near cache may serve it: the store is on Redis, the copy was
-	 * read or written on the current connection (Redis has told of every change made
-	 * elsewhere since, as it tracks the key for this connection), and Redis answered a
-	 * command sent within `nearCacheMaxLagMs` (so its invalidations were still arriving).
-	 */
-	#cachedText(sid: string): string | undefined {
-		if (!this.#nearCache || this.#failover!.backend !== 'redis') return undefined;
-		if (Date.now() - this.#failover!.answeredSentAt > this.#config.nearCacheMaxLagMs) return undefined;
-		if (this.#memory.info(sid)?.generation !== this.#generation) return undefined;
-		return this.#memory.text(sid);
 	}
 
 	/** A session from a copy this store made of it: what it parses to, or no session. */
@@ -412,24 +352,6 @@ export class ResilientStore extends Store {
 		const session = await this.#parse(sid, text);
 		if (!session) this.#memory.forget(sid);
 		return session;
-	}
-
-	/**
-	 * Redis says another connection changed, destroyed or expired `key` (`null`: every
-	 * key): the copy held here is no longer current. A session still waiting to be written
-	 * back is kept: it is the newest this instance knows of.
-	 */
-	#invalidated(key: string | null): void {
-		if (key === null) {
-			for (const reads of this.#reads.values()) for (const read of reads) read.stale = true;
-			this.#memory.forgetAll((sid) => this.#journal.isPending(sid));
-			return;
-		}
-
-		if (!key.startsWith(this.#config.prefix)) return;
-		const sid = key.slice(this.#config.prefix.length);
-		for (const read of this.#reads.get(sid) ?? []) read.stale = true;
-		if (!this.#journal.isPending(sid)) this.#memory.forget(sid);
 	}
 
 	/**
@@ -473,7 +395,7 @@ export class ResilientStore extends Store {
 		const text = this.#serializer.stringify(session);
 		this.#memory.keepWarm(sid, text, ttl);
 		if (!this.#sessions) return;
-		const generation = this.#generation;
+		const generation = this.#nearCache.generation;
 		const result = await this.#attempt('set', 'SET', () => this.#sessions!.write(sid, text, ttl));
 		if (!result.served) return this.#journal.written(sid);
 		this.#journal.settled(sid);
@@ -495,7 +417,7 @@ export class ResilientStore extends Store {
 		if (this.#sessions && this.#failover!.backend === 'redis' && !this.#renewalDue(sid, ttl)) return;
 		this.#memory.touch(sid, session);
 		if (this.#config.disableTouch || this.#config.disableTTL || !this.#sessions) return;
-		const generation = this.#generation;
+		const generation = this.#nearCache.generation;
 		const result = await this.#attempt('touch', 'PEXPIRE', () => this.#sessions!.renew(sid, ttl));
 		if (!result.served) this.#journal.touched(sid);
 		else if (result.value === 'refused') this.#memory.bury(sid);
@@ -579,161 +501,5 @@ export class ResilientStore extends Store {
 		if (this.#closed || !client.isOpen) return;
 		client.destroy();
 		connectInBackground(client);
-	}
-
-	get #epochKey(): string {
-		return `resilient-session:epoch:${this.#config.prefix}`;
-	}
-
-	/** Learns the marker once Redis first answers, so that a later loss of data is noticed. */
-	#learnEpoch(): void {
-		void this.#failover!.whenReady().then(() => {
-			if (this.#epoch === undefined && !this.#closed) return this.#redisLostData();
-		}).catch(() => {});
-	}
-
-	/**
-	 * Whether Redis lost its data since this store last saw it (restarted without
-	 * persistence, or flushed): the marker key this store keeps there is gone or replaced.
-	 */
-	async #redisLostData(): Promise<boolean> {
-		const failover = this.#failover!;
-		const client = this.#client!;
-		const fresh = randomUUID();
-		try {
-			const created = await failover.run('SET NX', () =>
-				client.set(this.#epochKey, fresh, { condition: 'NX' }),
-			);
-			const current = created ? fresh : ((await failover.run('GET', () => client.get(this.#epochKey))) as string);
-			const lost = this.#epoch !== undefined && current !== this.#epoch;
-			this.#epoch = current;
-			return lost;
-		} catch (error) {
-			if (isRedisFailure(error)) throw error;
-			// Refused (an ACL that allows only the session prefix, say): the store works on,
-			// without noticing that Redis lost its data.
-			this.#log.warn(
-				'epoch-refused',
-				`resilient-session: Redis refused the marker key ${this.#epochKey} (${(error as Error).message}): ` +
-					'a Redis that restarts empty is not noticed, so sessions are not restored from memory',
-			);
-			return false;
-		}
-	}
-
-	/**
-	 * Brings Redis up to date after an outage, in the order that keeps logouts done:
-	 * restore what Redis lost, destroy, write, touch. Rejects when Redis fails meanwhile;
-	 * the failover then stays on memory and tries again later. Every step is idempotent,
-	 * since a write that failed on a dropped socket may have reached Redis anyway.
-	 */
-	async #writeBack(): Promise<void> {
-		const failover = this.#failover!;
-		const sessions = this.#sessions!;
-		const journal = this.#journal;
-		const counts = { destroyed: 0, written: 0, touched: 0, restored: 0, lost: 0, failed: 0 };
-
-		if (await this.#redisLostData()) counts.restored = await this.#restore(counts);
-
-		if (journal.cleared) {
-			try {
-				await failover.run('SCAN+DEL', () => sessions.clear(), this.#config.timeoutMs * BULK_DEADLINES);
-			} catch (error) {
-				// A refusal must not hold the store on memory for good: logged, and done with.
-				if (isRedisFailure(error)) throw error;
-				counts.failed++;
-				this.#log.error('writeback-failed', `resilient-session: Redis refused a write-back: ${(error as Error).message}`);
-			}
-
-			journal.settleClear();
-		}
-
-		// Tombstones, not deletions: an instance that recovers later must find them, and
-		// not restore or write back what was destroyed here.
-		await this.#inBatches(journal.tombstoneEntries(), async ([sid, seq]) => {
-			if (await this.#writeOne(counts, 'SET', () => sessions.bury(sid).then(() => true))) counts.destroyed++;
-			journal.settleTombstone(sid, seq);
-		});
-
-		await this.#inBatches(journal.pendingEntries(), async ([sid, { kind, seq }]) => {
-			const session = await this.#memory.get(sid).catch(() => null);
-			// A request wrote a newer version meanwhile (to Redis, or again to memory):
-			// checked with no await before the command goes out, so an older one never
-			// overwrites it.
-			if (!journal.isCurrent(sid, seq)) return;
-			if (!session) counts.lost++;
-			else if (kind === 'write') {
-				const text = this.#serializer.stringify(session);
-				const ttl = Math.max(ttlMs(this.#config, session), 1);
-				if (await this.#writeOne(counts, 'SET', async () => (await sessions.write(sid, text, ttl)) === 'written')) {
-					counts.written++;
-				}
-			} else {
-				const ttl = ttlMs(this.#config, session);
-				if (await this.#writeOne(counts, 'PEXPIRE', async () => (await sessions.renew(sid, ttl)) === 'written')) {
-					counts.touched++;
-				}
-			}
-
-			journal.settlePending(sid, seq);
-		});
-
-		if (Object.values(counts).some((count) => count > 0)) this.emit('writeback', counts);
-	}
-
-	/**
-	 * Writes back to a Redis that lost its data the sessions this instance can vouch for,
-	 * each only if Redis has no key for it (`SET NX`, so neither a newer session nor a
-	 * tombstone another instance wrote back first is overwritten):
-	 * - with `CLIENT TRACKING` (clients the store creates), every copy it holds: each was
-	 *   current when the link was lost, as Redis told of every change until then;
-	 * - without, only the sessions used here during the outage: a copy of a session that
-	 *   nobody used may be one another instance destroyed meanwhile.
-	 * Sessions written during the outage are written back after this, with the others.
-	 */
-	async #restore(counts: { failed: number }): Promise<number> {
-		const { serializer, disableTTL } = this.#config;
-		const journal = this.#journal;
-		let restored = 0;
-		const held = await this.#memory.all();
-		const sessions = held.filter(({ id }) => !journal.hasPendingWrite(id) && (this.#tracked || journal.isPending(id)));
-		await this.#inBatches(sessions, async (session) => {
-			const { id, ...data } = session;
-			if (journal.isDestroyed(id)) return;
-			// A copy holds the session as last written, with the cookie of then: it lives on
-			// as long as a touch would have kept it.
-			const ttl = renewedTtlMs(this.#config, data);
-			if (!disableTTL && ttl <= 0) return;
-			const text = serializer.stringify(data);
-			const written = await this.#writeOne(
-				counts,
-				'SET NX',
-				async () => (await this.#sessions!.write(id, text, ttl, 'NX')) === 'written',
-			);
-			if (written) restored++;
-		});
-		return restored;
-	}
-
-	/** Runs `write` over `items`, `WRITE_BACK_BATCH` at a time (node-redis pipelines each batch). */
-	async #inBatches<T>(items: T[], write: (item: T) => Promise<void>): Promise<void> {
-		for (let start = 0; start < items.length; start += WRITE_BACK_BATCH) {
-			await Promise.all(items.slice(start, start + WRITE_BACK_BATCH).map(write));
-		}
-	}
-
-	/**
-	 * Runs a write-back command. A reply error (Redis refused this one key) is logged and
-	 * counted, and the item is done with; any other error stops the write-back.
-	 */
-	async #writeOne(counts: { failed: number }, operation: string, command: () => Promise<unknown>): Promise<boolean> {
-		try {
-			return Boolean(await this.#failover!.run(operation, command));
-		} catch (error) {
-			if (isRedisFailure(error)) throw error;
-			counts.failed++;
-			this.#log.error('writeback-failed', `resilient-session: Redis refused a write-back: ${(error as Error).message}`);
-			return false;
-		}
 	}
 }

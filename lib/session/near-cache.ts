@@ -1,0 +1,98 @@
+import type { Failover } from '../redis/failover.js';
+import type { MemorySide } from './memory-side.js';
+import type { StoreConfig } from './options.js';
+import type { OutageJournal } from './outage-journal.js';
+
+/** A read of a session in flight: an invalidation meanwhile makes what it brings stale. */
+interface Watch {
+	stale: boolean;
+}
+
+/**
+ * The copies of sessions the store keeps in memory, seen as a cache of Redis: which of
+ * them may answer a read with no round trip, and which Redis said are no longer current.
+ *
+ * The copies are the memory side's (the same ones that serve an outage). Redis tracks
+ * every key the store's connection reads (RESP3 `CLIENT TRACKING`, see redis/tracking.ts)
+ * and tells it when another connection changes, destroys or expires one: the copy is
+ * dropped. A copy serves a read only when the store is on Redis, the copy was read or
+ * written on the connection that is up now (each lost connection starts a new
+ * generation: a copy from before it may have missed a message), and Redis answered a
+ * command sent within `nearCacheMaxLagMs` (its messages were still arriving).
+ */
+export class NearCache {
+	readonly #memory: MemorySide;
+	readonly #journal: OutageJournal;
+	readonly #config: StoreConfig;
+	readonly #reads = new Map<string, Set<Watch>>();
+	#failover: Failover | undefined;
+	#serves = false;
+	#generation = 0;
+
+	constructor(memory: MemorySide, journal: OutageJournal, config: StoreConfig) {
+		this.#memory = memory;
+		this.#journal = journal;
+		this.#config = config;
+	}
+
+	/**
+	 * Follows the store's failover: a fallback starts a new generation, and a recovery
+	 * drops the copies that may have missed a change while the link was down (Redis is the
+	 * truth again; what still waits to be written back stays). With `tracked`, copies of
+	 * the current generation serve reads.
+	 */
+	attach(failover: Failover, tracked: boolean): void {
+		this.#failover = failover;
+		this.#serves = tracked && this.#config.nearCache;
+		failover.on('fallback', () => this.#generation++);
+		failover.on('recover', () => this.#memory.forgetAll((sid) => this.#journal.isPending(sid)));
+	}
+
+	/** The generation a copy made now belongs to. */
+	get generation(): number {
+		return this.#generation;
+	}
+
+	/** The text of `sid` if its copy may answer a read with no round trip. */
+	text(sid: string): string | undefined {
+		const failover = this.#failover;
+		if (!this.#serves || !failover || failover.backend !== 'redis') return undefined;
+		if (Date.now() - failover.answeredSentAt > this.#config.nearCacheMaxLagMs) return undefined;
+		if (this.#memory.info(sid)?.generation !== this.#generation) return undefined;
+		return this.#memory.text(sid);
+	}
+
+	/**
+	 * Runs `read` of `sid` from Redis; `stale` tells whether Redis said meanwhile that the
+	 * session changed (its reply may then predate the change: no copy is kept of it).
+	 */
+	async read<T>(sid: string, read: () => Promise<T>): Promise<{ value: T; stale: boolean }> {
+		const watch: Watch = { stale: false };
+		const reads = this.#reads.get(sid) ?? new Set();
+		this.#reads.set(sid, reads.add(watch));
+		try {
+			return { value: await read(), stale: watch.stale };
+		} finally {
+			reads.delete(watch);
+			if (reads.size === 0) this.#reads.delete(sid);
+		}
+	}
+
+	/**
+	 * Redis says another connection changed, destroyed or expired `key` (`null`: every
+	 * key): the copy held here is no longer current. A session still waiting to be written
+	 * back is kept: it is the newest this instance knows of.
+	 */
+	invalidated(key: string | null): void {
+		if (key === null) {
+			for (const reads of this.#reads.values()) for (const watch of reads) watch.stale = true;
+			this.#memory.forgetAll((sid) => this.#journal.isPending(sid));
+			return;
+		}
+
+		if (!key.startsWith(this.#config.prefix)) return;
+		const sid = key.slice(this.#config.prefix.length);
+		for (const watch of this.#reads.get(sid) ?? []) watch.stale = true;
+		if (!this.#journal.isPending(sid)) this.#memory.forget(sid);
+	}
+}
