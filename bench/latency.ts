@@ -58,6 +58,8 @@ export interface LinkStoreResult {
 	readonly non2xx: number;
 	/** ResilientStore: responses whose session was not served from Redis. */
 	readonly notFromRedis: number;
+	/** ResilientStore: times it fell back to memory meanwhile. */
+	readonly fallbacks: number;
 }
 
 export interface LoopbackRound {
@@ -78,6 +80,8 @@ export interface LatencyScenarioResult {
 	readonly loopbackRatio: number;
 	readonly loopbackRequestsPerSecond: Readonly<Record<LatencyKind, number>>;
 	readonly loopbackNon2xx: Readonly<Record<LatencyKind, number>>;
+	/** Times ResilientStore fell back to memory during the loopback rounds. */
+	readonly loopbackFallbacks: number;
 }
 
 export interface LatencyResult {
@@ -174,6 +178,10 @@ const startServers = async (urls: StoreUrls, sessions: number) => {
 	return { servers, cookies, stop: () => Promise.all([...servers.values()].map((server) => server.stop())) };
 };
 
+/** `'fallback'` events a server reported from event number `from` on. */
+const fallbacksSince = (server: ServerProcess | undefined, from: number): number =>
+	server ? server.events.slice(from).filter((event) => event.event === 'fallback').length : 0;
+
 const skipReason = (servers: ReadonlyMap<LatencyKind, ServerProcess>): string | undefined => {
 	const unavailable = rateLimitUnavailable();
 	if (unavailable) return unavailable;
@@ -222,6 +230,7 @@ const measureLink = async (
 
 				for (const kind of LATENCY_KINDS) for (let i = 0; i < options.warmupRequests; i++) await send(kind);
 				await sleep(20);
+				const eventsBefore = new Map([...servers].map(([kind, server]) => [kind, server.events.length]));
 
 				const samples = new Map(
 					LATENCY_KINDS.map((kind) => [
@@ -260,6 +269,7 @@ const measureLink = async (
 						requestsWithRoundTrips: sample.withTrips,
 						non2xx: sample.non2xx,
 						notFromRedis: sample.notFromRedis,
+						fallbacks: fallbacksSince(servers.get(kind), eventsBefore.get(kind)!),
 					};
 				}
 
@@ -286,7 +296,10 @@ const measureLink = async (
 /** Part 2: requests/s on loopback, per-round ratios. */
 const measureLoopback = async (urls: StoreUrls, options: LatencyOptions, log: (line: string) => void) => {
 	const { servers, cookies, stop } = await startServers(urls, options.sessions);
-	const results = new Map<Scenario['id'], { rounds: LoopbackRound[]; non2xx: Record<LatencyKind, number> } | string>();
+	const results = new Map<
+		Scenario['id'],
+		{ rounds: LoopbackRound[]; non2xx: Record<LatencyKind, number>; fallbacks: number } | string
+	>();
 	try {
 		for (const scenario of SCENARIOS) {
 			const skipped = scenario.id === 'ratelimit' ? skipReason(servers) : undefined;
@@ -308,6 +321,7 @@ const measureLoopback = async (urls: StoreUrls, options: LatencyOptions, log: (l
 				});
 
 			for (const kind of LATENCY_KINDS) await load(kind, options.warmupS);
+			const eventsBefore = servers.get('resilient')!.events.length;
 			const rounds: LoopbackRound[] = [];
 			const non2xx: Record<LatencyKind, number> = { resilient: 0, 'connect-redis': 0 };
 			for (let round = 1; round <= options.loopbackRounds; round++) {
@@ -327,7 +341,11 @@ const measureLoopback = async (urls: StoreUrls, options: LatencyOptions, log: (l
 				);
 			}
 
-			results.set(scenario.id, { rounds, non2xx });
+			results.set(scenario.id, {
+				rounds,
+				non2xx,
+				fallbacks: fallbacksSince(servers.get('resilient'), eventsBefore),
+			});
 		}
 	} finally {
 		await stop();
@@ -363,10 +381,11 @@ export const runLatency = async (
 				loopbackRatio: Number.NaN,
 				loopbackRequestsPerSecond: { resilient: Number.NaN, 'connect-redis': Number.NaN },
 				loopbackNon2xx: { resilient: 0, 'connect-redis': 0 },
+				loopbackFallbacks: 0,
 			};
 		}
 
-		const { rounds, non2xx } = loopbackResult;
+		const { rounds, non2xx, fallbacks } = loopbackResult;
 		return {
 			scenario,
 			link: linkResult,
@@ -378,6 +397,7 @@ export const runLatency = async (
 				'connect-redis': median(rounds.map((round) => round.requestsPerSecond['connect-redis'])),
 			},
 			loopbackNon2xx: non2xx,
+			loopbackFallbacks: fallbacks,
 		};
 	});
 

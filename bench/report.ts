@@ -529,14 +529,20 @@ export const latencyMarkdown = (result: LatencyResult, info: RunInfo): string =>
 		),
 		'',
 	];
-	const problems = measured.flatMap(({ scenario, link }) =>
-		LATENCY_KINDS.flatMap((kind) => [
+	const problems = measured.flatMap(({ scenario, link, loopbackFallbacks }) => [
+		...LATENCY_KINDS.flatMap((kind) => [
 			...(link[kind].non2xx ? [`${label(kind)}, ${scenario.id}: ${link[kind].non2xx} non-2xx responses`] : []),
+			...(link[kind].fallbacks
+				? [`${label(kind)}, ${scenario.id}: fell back to memory ${link[kind].fallbacks} time(s) while Redis was away`]
+				: []),
 			...(link[kind].notFromRedis
 				? [`${label(kind)}, ${scenario.id}: ${link[kind].notFromRedis} responses not served from Redis`]
 				: []),
 		]),
-	);
+		...(loopbackFallbacks
+			? [`${label('resilient')}, ${scenario.id}: fell back to memory ${loopbackFallbacks} time(s) during the loopback rounds`]
+			: []),
+	]);
 	if (problems.length > 0) lines.push(...problems.map((problem) => `- ${problem}`), '');
 	for (const { scenario, skipped } of result.scenarios) {
 		if (skipped) lines.push(`${LINK_LABELS[scenario.id]}: skipped (${skipped}).`, '');
