@@ -44,9 +44,9 @@ const RESULTS = path.join(ROOT, 'bench', 'results');
 const USAGE = `Usage: npm run bench -- [options]
 
   --only <parts>         comma-separated: ${PARTS.join(', ')} (default: all)
-  --rounds <n>           measured rounds per store and scenario (default 5; latency's
-                         loopback rounds: 7, and never fewer than 6 in a full run)
-  --round-seconds <s>    length of one throughput round (default 2)
+  --rounds <n>           measured rounds per store and scenario (default 5; the latency
+                         part's loopback rounds: 7, never fewer than 6 unless --quick)
+  --round-seconds <s>    length of one throughput or loopback round (default 2)
   --connections <n>      autocannon connections (default 16)
   --quick                short rounds, fewer repeats; writes no results
   --help                 this text`;
