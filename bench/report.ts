@@ -4,6 +4,7 @@
  * each, met or missed.
  */
 import type { FailoverResult } from './failover.js';
+import { LATENCY_KINDS, type LatencyResult } from './latency.js';
 import type { MemoryRunResult } from './memory.js';
 import { formatMs, formatNumber, markdownTable } from './stats.js';
 import type { StoreOpsResult } from './store-ops.js';
@@ -242,6 +243,8 @@ export const failoverMarkdown = (result: FailoverResult, info: RunInfo): string 
 	].join('\n');
 };
 
+const resultText = (row: TargetRow): string => (row.met === undefined ? '–' : row.met ? 'PASS' : '**FAIL**');
+
 export interface TargetRow {
 	readonly target: string;
 	readonly measured: string;
@@ -251,6 +254,7 @@ export interface TargetRow {
 
 export interface AllResults {
 	readonly throughput?: ThroughputResult;
+	readonly latency?: LatencyResult;
 	readonly storeOps?: StoreOpsResult;
 	readonly memory?: MemoryRunResult;
 	readonly failover?: FailoverResult;
@@ -295,6 +299,9 @@ export const evaluateTargets = (results: AllResults): TargetRow[] => {
 		notRun(ratioTarget);
 		notRun('read-only request: one Redis round trip');
 	}
+
+	if (results.latency) rows.push(...latencyTargets(results.latency));
+	else notRun('Redis 2 ms away: latency and round trips; loopback requests/s ≥ 1.05 × connect-redis');
 
 	const opsTarget = 'store.get/set/touch p99 < 1 ms (ResilientStore on Redis)';
 	if (results.storeOps) {
@@ -372,6 +379,13 @@ export const disturbanceLine = (results: AllResults): string => {
 		parts.push(`throughput ${othersCpuText(shares)}`);
 	}
 
+	if (results.latency) {
+		const shares = results.latency.scenarios.flatMap((scenario) => scenario.loopback.map((round) => round.othersCpu));
+		parts.push(
+			`latency with Redis 2 ms away ${othersCpuText([results.latency.linkOthersCpu])}, loopback requests/s ${othersCpuText(shares)}`,
+		);
+	}
+
 	if (results.storeOps) parts.push(`store operations ${othersCpuText([results.storeOps.othersCpu])}`);
 	if (results.failover) parts.push(`failover ${othersCpuText([results.failover.othersCpu])}`);
 	return `Other processes' share of the CPU while measuring: ${parts.join('; ')}.`;
@@ -385,8 +399,185 @@ export const targetsMarkdown = (rows: readonly TargetRow[], info: RunInfo, resul
 		disturbanceLine(results),
 		'',
 		markdownTable(
-			['target', 'measured', 'met'],
-			rows.map((row) => [row.target, row.measured, row.met === undefined ? '–' : row.met ? 'yes' : '**no**']),
+			['target', 'measured', 'result'],
+			rows.map((row) => [row.target, row.measured, resultText(row)]),
 		),
 		'',
 	].join('\n');
+
+const LINK_LABELS: Readonly<Record<string, string>> = {
+	read: 'read-only request on a session this instance has seen',
+	write: 'request that changes its session',
+	ratelimit: 'rate-limited read',
+	login: 'login',
+};
+
+/** Latency with Redis 2 ms away: ResilientStore's median at most this share of connect-redis's. */
+export const LATENCY_TARGETS: Readonly<Record<string, number>> = { read: 0.35, write: 0.65, ratelimit: 0.55, login: 1 };
+
+/** Loopback requests/s: ResilientStore at least this share of connect-redis's, every kind. */
+export const LOOPBACK_TARGET = 1.05;
+
+/** The targets the latency part measures. */
+export const latencyTargets = (result: LatencyResult): TargetRow[] => {
+	const rows: TargetRow[] = [];
+	const away = `Redis ${2 * result.options.linkDelayMs} ms away`;
+	for (const { scenario, skipped, link, latencyRatio } of result.scenarios) {
+		const bound = LATENCY_TARGETS[scenario.id]!;
+		const target =
+			bound === 1
+				? `${away}: ${LINK_LABELS[scenario.id]}, median latency ≤ connect-redis's`
+				: `${away}: ${LINK_LABELS[scenario.id]}, median latency ≤ ${bound.toFixed(2)} × connect-redis`;
+		if (scenario.id === 'read') {
+			const zero = `${away}: ${LINK_LABELS.read}, 0 Redis round trips`;
+			rows.push(
+				skipped
+					? { target: zero, measured: `skipped (${skipped})`, met: undefined }
+					: {
+							target: zero,
+							measured: `${perRequest(link.resilient.roundTripsPerRequest)} per request (${link.resilient.requestsWithRoundTrips} of ${link.resilient.requests} requests made any); connect-redis ${perRequest(link['connect-redis'].roundTripsPerRequest)}`,
+							met: link.resilient.roundTripsPerRequest < 0.005,
+						},
+			);
+		}
+
+		rows.push(
+			skipped
+				? { target, measured: `skipped (${skipped})`, met: undefined }
+				: {
+						target,
+						measured: `${latencyRatio.toFixed(2)} × (${formatMs(link.resilient.p50Ms)} vs ${formatMs(link['connect-redis'].p50Ms)} ms)`,
+						met: latencyRatio <= bound,
+					},
+		);
+	}
+
+	for (const { scenario, skipped, loopbackRatio, loopbackRequestsPerSecond, loopback } of result.scenarios) {
+		const target = `loopback requests/s ≥ ${LOOPBACK_TARGET.toFixed(2)} × connect-redis (median of per-round ratios): ${scenario.id}`;
+		rows.push(
+			skipped
+				? { target, measured: `skipped (${skipped})`, met: undefined }
+				: {
+						target,
+						measured: `${loopbackRatio.toFixed(2)} over ${loopback.length} rounds (medians ${formatNumber(loopbackRequestsPerSecond.resilient)} vs ${formatNumber(loopbackRequestsPerSecond['connect-redis'])} req/s)`,
+						met: loopbackRatio >= LOOPBACK_TARGET,
+					},
+		);
+	}
+
+	return rows;
+};
+
+export const latencyMarkdown = (result: LatencyResult, info: RunInfo): string => {
+	const { options } = result;
+	const label = (kind: (typeof LATENCY_KINDS)[number]) => STORE_LABELS[kind];
+	const measured = result.scenarios.filter((scenario) => !scenario.skipped);
+	const lines = [
+		'# Latency with a distant Redis, and round trips per request',
+		'',
+		`ResilientStore and connect-redis 9, each behind Express 5 + express-session as in the throughput part, with`,
+		`${options.sessions} logged-in sessions per server.`,
+		'',
+		`**Redis ${2 * options.linkDelayMs} ms away.** Both servers reach redis-server through a TCP proxy that delays every chunk by`,
+		`${options.linkDelayMs} ms in each direction (Node timers: a little more in practice; \`PING\` through it took a median`,
+		`${formatMs(result.linkPingMs)} ms in this run, ${formatMs(result.loopbackPingMs)} ms without it). Requests are sent one at a time on a kept-alive`,
+		`connection: after ${options.warmupRequests} warm-up requests per store and kind (every session is read by its server`,
+		`before measuring), ${options.latencyRounds} rounds of ${options.requestsPerRound} requests per store, the stores alternating (A B, B A, …).`,
+		'',
+		'- **p50 / p90 ms**: latency of one request at the client, from sending it to the end of the response.',
+		'- **round trips/req**: round trips to Redis counted by the proxy, over the requests. On each connection,',
+		'  data from the client counts as one round trip when everything sent before on that connection has had',
+		'  an answer; commands sent on before an answer arrives (pipelined, in one write or several) count once.',
+		'  Two connections waiting on Redis at the same time count twice. What a store sends after the response',
+		'  (until the next round) counts for its requests.',
+		'- **with any**: requests during which at least one round trip was counted.',
+		'',
+		`**Loopback requests/s.** Both servers on redis-server directly, loaded by autocannon with ${options.connections} connections:`,
+		`${options.warmupS} s of warm-up per store, then ${options.loopbackRounds} rounds of ${options.roundS} s per store, alternating (A B, B A, …).`,
+		'The ratio is taken in each round, between the two stores measured back to back; its median is reported.',
+		'',
+		runInfoLine(info),
+		`Other processes took ${othersCpuText([result.linkOthersCpu])} of the machine's CPU while Redis was away, and ` +
+			`${othersCpuText(result.scenarios.flatMap((scenario) => scenario.loopback.map((round) => round.othersCpu)))} during the loopback rounds.`,
+		'',
+		`## Redis ${2 * options.linkDelayMs} ms away, one request at a time`,
+		'',
+		markdownTable(
+			[
+				'request',
+				...LATENCY_KINDS.flatMap((kind) => [
+					`${label(kind)} p50 ms`,
+					'p90 ms',
+					'round trips/req',
+					'with any',
+				]),
+				'p50 vs connect-redis',
+				'target',
+			],
+			measured.map(({ scenario, link, latencyRatio }) => [
+				`${LINK_LABELS[scenario.id]} (\`${scenario.method} ${scenario.path}\`)`,
+				...LATENCY_KINDS.flatMap((kind) => [
+					formatMs(link[kind].p50Ms),
+					formatMs(link[kind].p90Ms),
+					perRequest(link[kind].roundTripsPerRequest),
+					`${link[kind].requestsWithRoundTrips}/${link[kind].requests}`,
+				]),
+				latencyRatio.toFixed(2),
+				`≤ ${LATENCY_TARGETS[scenario.id]!.toFixed(2)}`,
+			]),
+			'lrrrrrrrrrr',
+		),
+		'',
+	];
+	const problems = measured.flatMap(({ scenario, link, loopbackFallbacks }) => [
+		...LATENCY_KINDS.flatMap((kind) => [
+			...(link[kind].non2xx ? [`${label(kind)}, ${scenario.id}: ${link[kind].non2xx} non-2xx responses`] : []),
+			...(link[kind].fallbacks
+				? [`${label(kind)}, ${scenario.id}: fell back to memory ${link[kind].fallbacks} time(s) while Redis was away`]
+				: []),
+			...(link[kind].notFromRedis
+				? [`${label(kind)}, ${scenario.id}: ${link[kind].notFromRedis} responses not served from Redis`]
+				: []),
+		]),
+		...(loopbackFallbacks
+			? [`${label('resilient')}, ${scenario.id}: fell back to memory ${loopbackFallbacks} time(s) during the loopback rounds`]
+			: []),
+	]);
+	if (problems.length > 0) lines.push(...problems.map((problem) => `- ${problem}`), '');
+	for (const { scenario, skipped } of result.scenarios) {
+		if (skipped) lines.push(`${LINK_LABELS[scenario.id]}: skipped (${skipped}).`, '');
+	}
+
+	lines.push(
+		'## Loopback requests/s',
+		'',
+		markdownTable(
+			[
+				'request',
+				`${label('resilient')} req/s`,
+				`${label('connect-redis')} req/s`,
+				'ratio (median of rounds)',
+				'per-round ratios',
+				'non-2xx',
+			],
+			measured.map(({ scenario, loopback, loopbackRatio, loopbackRequestsPerSecond, loopbackNon2xx }) => [
+				`${LINK_LABELS[scenario.id]} (\`${scenario.method} ${scenario.path}\`)`,
+				formatNumber(loopbackRequestsPerSecond.resilient),
+				formatNumber(loopbackRequestsPerSecond['connect-redis']),
+				loopbackRatio.toFixed(2),
+				loopback.map((round) => round.ratio.toFixed(2)).join(' '),
+				`${loopbackNon2xx.resilient} / ${loopbackNon2xx['connect-redis']}`,
+			]),
+			'lrrrlr',
+		),
+		'',
+		'## Targets',
+		'',
+		markdownTable(
+			['target', 'measured', 'result'],
+			latencyTargets(result).map((row) => [row.target, row.measured, resultText(row)]),
+		),
+		'',
+	);
+	return lines.join('\n');
+};

@@ -1,8 +1,8 @@
 /**
  * `npm run bench`: ResilientStore against the stores users would pick instead.
  *
- *   npm run bench                         everything (about 5 minutes)
- *   npm run bench -- --only failover      one or more parts: throughput, store-ops, memory, failover
+ *   npm run bench                         everything (about 8 minutes)
+ *   npm run bench -- --only failover      one or more parts: throughput, latency, store-ops, memory, failover
  *   npm run bench -- --quick              a short smoke run; writes no results
  *
  * Everything runs on 127.0.0.1 against a private redis-server (started here on a free
@@ -16,6 +16,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { defaultFailoverOptions, runFailover } from './failover.js';
 import { failoverSvg } from './failover-chart.js';
+import { runLatency } from './latency.js';
 import { runMemory } from './memory.js';
 import { killChildrenOnExit, ROOT } from './processes.js';
 import { BenchRedis, freePort, redisServerVersion } from './redis-server.js';
@@ -24,6 +25,7 @@ import {
 	evaluateTargets,
 	failoverMarkdown,
 	failoverSummary,
+	latencyMarkdown,
 	memoryMarkdown,
 	type RunInfo,
 	storeOpsMarkdown,
@@ -33,7 +35,7 @@ import {
 import { runStoreOps } from './store-ops.js';
 import { runThroughput } from './throughput.js';
 
-const PARTS = ['throughput', 'store-ops', 'memory', 'failover'] as const;
+const PARTS = ['throughput', 'latency', 'store-ops', 'memory', 'failover'] as const;
 
 type Part = (typeof PARTS)[number];
 
@@ -42,8 +44,9 @@ const RESULTS = path.join(ROOT, 'bench', 'results');
 const USAGE = `Usage: npm run bench -- [options]
 
   --only <parts>         comma-separated: ${PARTS.join(', ')} (default: all)
-  --rounds <n>           measured rounds per store and scenario (default 5)
-  --round-seconds <s>    length of one throughput round (default 2)
+  --rounds <n>           measured rounds per store and scenario (default 5; the latency
+                         part's loopback rounds: 7, never fewer than 6 unless --quick)
+  --round-seconds <s>    length of one throughput or loopback round (default 2)
   --connections <n>      autocannon connections (default 16)
   --quick                short rounds, fewer repeats; writes no results
   --help                 this text`;
@@ -86,6 +89,17 @@ const parseOptions = () => {
 			sessions: 64,
 			censusRequests: quick ? 20 : 100,
 			maxRepeats: quick ? 0 : 1,
+		},
+		latency: {
+			linkDelayMs: 1,
+			sessions: 64,
+			warmupRequests: quick ? 64 : 128,
+			latencyRounds: quick ? 2 : 6,
+			requestsPerRound: quick ? 20 : 50,
+			loopbackRounds: quick ? 2 : Math.max(6, number(values.rounds, 7)),
+			roundS: number(values['round-seconds'], quick ? 1 : 2),
+			warmupS: quick ? 0.5 : 1,
+			connections: number(values.connections, 16),
 		},
 		storeOps: { rounds: quick ? 2 : 5, callsPerRound: quick ? 500 : 3_000, sessions: 100 },
 		memory: { sessions: 10_000, repeats: quick ? 1 : 2 },
@@ -146,7 +160,7 @@ const main = async (): Promise<void> => {
 
 	const results: { -readonly [K in keyof AllResults]: AllResults[K] } = {};
 	const documents = new Map<string, string>();
-	const needsRedis = ['throughput', 'store-ops', 'memory'].some((part) => options.parts.has(part as Part));
+	const needsRedis = ['throughput', 'latency', 'store-ops', 'memory'].some((part) => options.parts.has(part as Part));
 	const redis = needsRedis ? await BenchRedis.start() : undefined;
 	try {
 		const urls = { redisUrl: redis?.url ?? '', downUrl: `redis://127.0.0.1:${await freePort()}` };
@@ -154,6 +168,11 @@ const main = async (): Promise<void> => {
 			log('throughput: starting one server per store');
 			results.throughput = await runThroughput(redis, urls, options.throughput, log);
 			documents.set('throughput.md', throughputMarkdown(results.throughput, info));
+		}
+
+		if (redis && options.parts.has('latency')) {
+			results.latency = await runLatency(redis, urls, options.latency, log);
+			documents.set('latency.md', latencyMarkdown(results.latency, info));
 		}
 
 		if (options.parts.has('store-ops')) {

@@ -22,6 +22,14 @@ export class TcpProxy {
 	 * awaiting its answer, arrive as separate chunks: this counts round trips.
 	 */
 	chunksToServer = 0;
+	/**
+	 * Round trips to the server: on each connection, data from the client counts once
+	 * when everything it sent before has been answered, or nothing was sent yet; data sent
+	 * on before any answer has come back (commands pipelined, in one write or in several)
+	 * belongs to the same round trip. An answer is any data from the server delivered to
+	 * the client. Two connections waiting on the server at the same time count twice.
+	 */
+	roundTrips = 0;
 
 	private constructor(targetPort: number) {
 		this.#targetPort = targetPort;
@@ -90,15 +98,23 @@ export class TcpProxy {
 			});
 		}
 
-		this.#pipe(client, upstream, () => this.chunksToServer++);
-		this.#pipe(upstream, client);
+		// Whether the client has sent data that no answer has followed yet.
+		let waiting = false;
+		this.#pipe(client, upstream, () => {
+			this.chunksToServer++;
+			if (!waiting) this.roundTrips++;
+			waiting = true;
+		});
+		this.#pipe(upstream, client, undefined, () => (waiting = false));
 	}
 
-	#pipe(from: net.Socket, to: net.Socket, onChunk?: () => void): void {
+	#pipe(from: net.Socket, to: net.Socket, onChunk?: () => void, onDelivered?: () => void): void {
 		from.on('data', (chunk) => {
 			onChunk?.();
 			const deliver = () => {
-				if (!to.destroyed) to.write(chunk);
+				if (to.destroyed) return;
+				to.write(chunk);
+				onDelivered?.();
 			};
 
 			const forward = () => (this.#latencyMs > 0 ? setTimeout(deliver, this.#latencyMs) : deliver());

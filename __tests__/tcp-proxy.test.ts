@@ -1,0 +1,82 @@
+import { once } from 'node:events';
+import net from 'node:net';
+import { RedisServer } from './helpers/redis-server.js';
+import { TcpProxy } from './helpers/tcp-proxy.js';
+
+let redis: RedisServer;
+let proxy: TcpProxy;
+const sockets: net.Socket[] = [];
+
+beforeAll(async () => {
+	redis = await RedisServer.start();
+	proxy = await TcpProxy.start(redis.port);
+});
+
+afterEach(() => {
+	for (const socket of sockets.splice(0)) socket.destroy();
+	proxy.slow(0);
+});
+
+afterAll(async () => {
+	await proxy.close();
+	await redis.kill();
+});
+
+/** A raw connection through the proxy; `replies(n)` resolves once `n` replies (`+PONG`) have arrived. */
+const connect = async () => {
+	const socket = net.connect(proxy.port, '127.0.0.1');
+	sockets.push(socket);
+	await once(socket, 'connect');
+	let received = '';
+	socket.setEncoding('utf8');
+	socket.on('data', (chunk: string) => (received += chunk));
+	const replies = async (count: number) => {
+		while (received.split('\r\n').length - 1 < count) await new Promise((resolve) => setTimeout(resolve, 2));
+	};
+
+	return { socket, replies };
+};
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('TcpProxy round trip count', () => {
+	it('counts commands sent one after the other, each after its answer, once each', async () => {
+		const { socket, replies } = await connect();
+		const before = proxy.roundTrips;
+		socket.write('PING\r\n');
+		await replies(1);
+		socket.write('PING\r\n');
+		await replies(2);
+		expect(proxy.roundTrips - before).toBe(2);
+	});
+
+	it('counts commands pipelined in one write once', async () => {
+		const { socket, replies } = await connect();
+		const before = proxy.roundTrips;
+		socket.write('PING\r\nPING\r\nPING\r\n');
+		await replies(3);
+		expect(proxy.roundTrips - before).toBe(1);
+	});
+
+	it('counts commands pipelined in several writes, before any answer, once', async () => {
+		const { socket, replies } = await connect();
+		proxy.slow(50);
+		const before = proxy.roundTrips;
+		socket.write('PING\r\n');
+		await sleep(10);
+		socket.write('PING\r\n');
+		await replies(2);
+		expect(proxy.roundTrips - before).toBe(1);
+		expect(proxy.chunksToServer).toBeGreaterThanOrEqual(2);
+	});
+
+	it('counts two connections waiting at the same time twice', async () => {
+		const first = await connect();
+		const second = await connect();
+		const before = proxy.roundTrips;
+		first.socket.write('PING\r\n');
+		second.socket.write('PING\r\n');
+		await Promise.all([first.replies(1), second.replies(1)]);
+		expect(proxy.roundTrips - before).toBe(2);
+	});
+});
