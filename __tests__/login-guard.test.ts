@@ -16,6 +16,7 @@ import {
 } from './helpers/login-guard-app.js';
 import { RedisServer } from './helpers/redis-server.js';
 import { TcpProxy } from './helpers/tcp-proxy.js';
+import { redisLinkOf } from '../lib/redis/link.js';
 
 const PREFIX = 'login-guard:';
 const OTHER_IP = '198.51.100.7';
@@ -288,7 +289,7 @@ describe('loginGuard on Redis', () => {
 
 		// One more failure of alice while the first batch is on its way, and the result of
 		// the second merge of her count, which carries that failure.
-		const client = store.client as unknown as { evalSha(sha: string, options: { keys: string[] }): Promise<unknown> };
+		const client = redisLinkOf(store)!.client as unknown as { evalSha(sha: string, options: { keys: string[] }): Promise<unknown> };
 		const evalSha = client.evalSha.bind(client);
 		let injected: Promise<unknown> | undefined;
 		let merges = 0;
@@ -498,7 +499,7 @@ describe('loginGuard hooks and administration', () => {
 
 	it('adds one set of failover listeners to a store, however many guards share it', () => {
 		const store = redisStore();
-		const failover = store.failover!;
+		const failover = redisLinkOf(store)!.failover;
 		const listeners = () => [failover.listenerCount('fallback'), failover.listenerCount('recover')];
 		const before = listeners();
 		for (let i = 0; i < 20; i++) loginGuard({ store, logger: silentLogger, prefix: `guard-${i}:` });

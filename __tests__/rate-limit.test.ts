@@ -14,6 +14,7 @@ import {
 import { RedisServer } from './helpers/redis-server.js';
 import { fastFailover, nextEvent } from './helpers/stores.js';
 import { TcpProxy } from './helpers/tcp-proxy.js';
+import { redisLinkOf } from '../lib/redis/link.js';
 
 let redis: RedisServer;
 const cleanups: Array<() => unknown> = [];
@@ -44,7 +45,7 @@ const storeOptions = { logger: silentLogger, ...fastFailover, timeoutMs: 1_000 }
 const newStore = async (options: ResilientStoreOptions = {}) => {
 	const store = new ResilientStore({ url: redis.url, ...storeOptions, ...options });
 	cleanups.push(() => store.close());
-	const client = store.client as unknown as EventEmitter & { isReady: boolean };
+	const client = redisLinkOf(store)?.client as unknown as EventEmitter & { isReady: boolean };
 	if (client && !client.isReady) await once(client, 'ready');
 	return store;
 };
@@ -220,19 +221,21 @@ describe('rateLimit() when Redis fails', () => {
 		for (let i = 0; i < 5; i++) during.push(await callApi(url, cookie));
 		await fellBack;
 
-		// Counting starts afresh in this instance's memory, under the same session.
-		expect(during.map((res) => res.status)).toEqual([200, 200, 200, 429, 429]);
-		expect(during[0]!.body).toMatchObject({ key: `sid:${id}`, used: 1, backend: 'memory' });
+		// Counting goes on in this instance's memory from the count Redis last gave, under the same session.
+		expect(during.map((res) => res.status)).toEqual([200, 200, 429, 429, 429]);
+		expect(during[0]!.body).toMatchObject({ key: `sid:${id}`, used: 2, backend: 'memory' });
 
 		const recovered = nextEvent(store, 'recover');
 		await redis.restart();
 		await recovered;
-		// Redis came back empty (no script, no counts): counting goes on there.
+		// Redis came back empty (no script, no counts): the count memory held was merged
+		// back, and counting goes on there.
+		expect(await redisCount(`rl:sid:${id}`)).toBe(6);
 		const after = [];
-		for (let i = 0; i < 4; i++) after.push(await callApi(url, cookie));
-		expect(after.map((res) => res.status)).toEqual([200, 200, 200, 429]);
-		expect(after[0]!.body).toMatchObject({ key: `sid:${id}`, used: 1, backend: 'redis' });
-		expect(await redisCount(`rl:sid:${id}`)).toBe(4);
+		for (let i = 0; i < 2; i++) after.push(await callApi(url, cookie));
+		expect(after.map((res) => res.status)).toEqual([429, 429]);
+		expect(await redisCount(`rl:sid:${id}`)).toBe(8);
+		expect(store.backend).toBe('redis');
 	});
 
 	it('applies limitDuringOutage while on memory, and the headers say so', async () => {
@@ -247,14 +250,16 @@ describe('rateLimit() when Redis fails', () => {
 		proxy.cut();
 		const during = await Promise.all([0, 1, 2].map(() => callApi(url, cookie)));
 		expect(store.backend).toBe('memory');
-		expect(during.map((res) => res.status).sort()).toEqual([200, 200, 429]);
+		// Memory goes on from the count Redis last gave (1).
+		expect(during.map((res) => res.status).sort()).toEqual([200, 429, 429]);
 		expect(during[0]!.headers['ratelimit-policy']).toMatch(/^"2-in-1min"; q=2; w=60;/);
 
 		const recovered = nextEvent(store, 'recover');
 		proxy.pass();
 		await recovered;
+		// The three counted in memory were merged into Redis.
 		const after = await callApi(url, cookie).expect(200);
-		expect(after.body).toMatchObject({ used: 2, limit: 5, backend: 'redis' });
+		expect(after.body).toMatchObject({ used: 5, limit: 5, backend: 'redis' });
 	});
 
 	it('answers within the deadline when Redis stalls, counting in memory', async () => {
@@ -271,16 +276,17 @@ describe('rateLimit() when Redis fails', () => {
 		const started = Date.now();
 		const stalled = await callApi(url).expect(200);
 		expect(Date.now() - started).toBeLessThan(fastFailover.timeoutMs + 150);
-		expect(stalled.body).toMatchObject({ used: 1, backend: 'memory' });
-		await callApi(url).expect(200);
+		expect(stalled.body).toMatchObject({ used: 2, backend: 'memory' });
 		await callApi(url).expect(429);
 
 		const recovered = nextEvent(store, 'recover');
 		proxy.pass();
 		await recovered;
-		const after = await callApi(url);
-		expect(after.body.backend).toBe('redis');
-		expect(after.body.used).toBe(await redisCount('rl:stalled'));
+		// The two counted in memory were merged into Redis.
+		expect(await redisCount('rl:stalled')).toBe(3);
+		await callApi(url).expect(429);
+		expect(await redisCount('rl:stalled')).toBe(4);
+		expect(store.backend).toBe('redis');
 	});
 
 	it('counts in Redis once Redis comes up, for a limit created while it was down', async () => {
@@ -299,9 +305,10 @@ describe('rateLimit() when Redis fails', () => {
 		proxy.pass();
 		await recovered;
 		// The scripts could not be loaded at start: they are loaded now, and counts go to Redis.
+		// The count made in memory was merged into Redis.
 		const after = await callApi(url).expect(200);
-		expect(after.body).toMatchObject({ used: 1, backend: 'redis' });
-		expect(await redisCount('rl:early')).toBe(1);
+		expect(after.body).toMatchObject({ used: 2, backend: 'redis' });
+		expect(await redisCount('rl:early')).toBe(2);
 		expect(store.stats().failovers).toBe(1);
 	});
 

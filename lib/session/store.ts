@@ -27,6 +27,7 @@ import {
 	type RedisClient,
 } from '../redis/client.js';
 import { RedisScript } from '../redis/script.js';
+import { linkStore } from '../redis/link.js';
 
 /** Bulk operations (`all`, `ids`, `length`, `clear`) scan every key: they get this many deadlines. */
 const BULK_DEADLINES = 20;
@@ -204,6 +205,7 @@ export class ResilientStore extends Store {
 			: config.client;
 
 		if (!this.#client) {
+			linkStore(this, undefined);
 			if (process.env.NODE_ENV === 'production') {
 				config.logger.warn(
 					'resilient-session: no Redis configured (no `client`, `url` or REDIS_URL): sessions are kept ' +
@@ -233,6 +235,7 @@ export class ResilientStore extends Store {
 			log: this.#log,
 			resetConnection: this.#ownsClient ? () => this.#resetConnection() : undefined,
 		});
+		linkStore(this, { failover: this.#failover, client });
 		this.#failover.on('fallback', (error) => {
 			this.#journal.forgetWarnings();
 			this.emit('fallback', error);
@@ -248,20 +251,6 @@ export class ResilientStore extends Store {
 	/** Where operations go right now: `'redis'` or `'memory'`. */
 	get backend(): Backend {
 		return this.#failover?.backend ?? 'memory';
-	}
-
-	/**
-	 * The failover decision this store's Redis is guarded by, shared with the rate limit
-	 * and login guard built on this store. `undefined` on a memory-only store.
-	 * @internal
-	 */
-	get failover(): Failover | undefined {
-		return this.#failover;
-	}
-
-	/** The Redis client (`undefined` on a memory-only store). @internal */
-	get client(): RedisClient | undefined {
-		return this.#client;
 	}
 
 	/**
