@@ -1,7 +1,13 @@
 import { performance } from 'node:perf_hooks';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import request from 'supertest';
-import { type LockoutInfo, loginGuard, type LoginGuardOptions, loginKeys } from '../lib/login-guard/login-guard.js';
+import {
+	type LockoutInfo,
+	loginGuard,
+	type LoginGuardOptions,
+	loginKeys,
+	normalizeUsername,
+} from '../lib/login-guard/login-guard.js';
 import { type Logger, silentLogger } from '../lib/logger.js';
 import { ResilientStore } from '../lib/session/store.js';
 import {
@@ -410,6 +416,22 @@ describe('loginGuard outcomes', () => {
 		await attempt(app, 'ＡＬＩＣＥ').expect(401);
 		await attempt(app, 'alice', PASSWORD).expect(429);
 		expect(await pairCount('alice')).toBe(3);
+	});
+
+	it('counts usernames with invisible or control characters as the plain name, with no fresh attempts', async () => {
+		const { app, handled } = createLoginApp(redisStore(), { maxFailures: 2 });
+		await attempt(app, 'admin').expect(401);
+		await attempt(app, 'admin').expect(401);
+		await attempt(app, 'admin').expect(429);
+		// A zero-width space, a NUL, a soft hyphen, a zero-width joiner, a byte order mark.
+		for (const lookalike of ['admin\u200b', 'admin\u0000', 'adm\u00adin', 'ad\u200dmin', '\ufeffADMIN']) {
+			await attempt(app, lookalike).expect(429);
+		}
+
+		expect(handled.count).toBe(2);
+		expect(normalizeUsername('Straße')).toBe(normalizeUsername('STRASSE'));
+		// Nothing left but invisible characters: no username.
+		await attempt(app, '\u200b\u00ad').expect(400);
 	});
 
 	it('answers 400 JSON for a missing, empty or non-string username, and counts nothing', async () => {

@@ -1,12 +1,24 @@
 import { shortDigest } from '../counting/client-address.js';
 import type { LoginGuardConfig } from './options.js';
 
+/** Characters that show nothing: default-ignorable code points (zero-width space, soft hyphen, …) and controls. */
+const INVISIBLE = /[\p{Default_Ignorable_Code_Point}\p{Cc}]/gu;
+
 /**
- * The username as counted: Unicode NFKC (full-width and compatibility forms folded),
- * trimmed, lower-cased, so that `'Admin '`, `'admin'` and `'ａｄｍｉｎ'` are one account.
+ * The username as counted, so that names that look alike are one account:
+ *
+ * 1. Unicode NFKC: full-width and compatibility forms folded (`ＡＤＭＩＮ` is `ADMIN`);
+ * 2. case folding, upper then lower case, which folds what lower-casing alone leaves
+ *    apart (`Straße` is `strasse`);
+ * 3. default-ignorable code points and control characters removed (`admin\u200b`,
+ *    `adm\u00adin` and `admin\u0000` are `admin`), then NFKC again for what the removal
+ *    brought together;
+ * 4. leading and trailing white space trimmed.
+ *
+ * A username left empty is no username (answered `400`).
  */
 export const normalizeUsername = (username: string): string =>
-	username.normalize('NFKC').toLowerCase().normalize('NFKC').trim();
+	username.normalize('NFKC').toUpperCase().toLowerCase().replace(INVISIBLE, '').normalize('NFKC').trim();
 
 /**
  * The Redis keys of one attempt. The keys one script touches together share a hash

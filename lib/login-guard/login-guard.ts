@@ -25,7 +25,7 @@ export type {
 
 /** `req.loginGuard`: the attempt in progress, for the login handler. */
 export interface LoginAttempt {
-	/** The username as counted: trimmed, lower-cased, Unicode NFKC. */
+	/** The username as counted (see {@link normalizeUsername}). */
 	readonly username: string;
 	/** The client address as counted (an IPv6 address as its subnet). */
 	readonly ip: string;
