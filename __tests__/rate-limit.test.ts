@@ -208,6 +208,75 @@ describe('rateLimit() keys', () => {
 	});
 });
 
+describe('rateLimit() per-address ceiling', () => {
+	/** The cookie a response sets, for the next request. */
+	const cookieOf = (res: request.Response) =>
+		(res.headers['set-cookie'] as unknown as string[] | undefined)?.[0]?.split(';')[0];
+
+	it('gives an address no more than its ceiling per window, however many sessions it mints', async () => {
+		// Each response, a 429 included, carries a new session: the cookie trick to try.
+		const url = await serve(await newStore(), { limit: 2 }, { saveUninitialized: true });
+		let served = 0;
+		let lastRound: number[] = [];
+		for (let round = 0; round < 25; round++) {
+			const minted = await callApi(url);
+			lastRound = [minted.status];
+			const cookie = cookieOf(minted);
+			for (let i = 0; i < 2; i++) lastRound.push((await callApi(url, cookie)).status);
+			served += lastRound.filter((status) => status === 200).length;
+		}
+
+		// The default ceiling is 10 × limit, over every request of the address (the 429s
+		// included); without it each minted session got 2 more, 52 in all.
+		expect(served).toBeGreaterThan(2);
+		expect(served).toBeLessThanOrEqual(20);
+		expect(lastRound).toEqual([429, 429, 429]);
+	});
+
+	it('lets ten clients behind one address each use their whole limit by default', async () => {
+		const url = await serve(await newStore(), { limit: 3 });
+		const clients = [];
+		for (let i = 0; i < 11; i++) clients.push(await login(url));
+		const seen: number[] = [];
+		for (const { cookie } of clients.slice(0, 10)) seen.push(...(await statuses(3, () => callApi(url, cookie))));
+		expect(seen).toEqual(repeat(200, 30));
+		// The eleventh finds the address at its ceiling.
+		const limited = await callApi(url, clients[10]!.cookie).expect(429);
+		expect(Number(limited.headers['retry-after'])).toBeGreaterThan(50);
+	});
+
+	it('takes addressLimit as given, and applies none with a custom keyGenerator', async () => {
+		const store = await newStore();
+		const url = await serve(store, { limit: 5, addressLimit: 3 });
+		const one = await login(url);
+		const two = await login(url);
+		expect(await statuses(2, () => callApi(url, one.cookie))).toEqual([200, 200]);
+		expect(await statuses(2, () => callApi(url, two.cookie))).toEqual([200, 429]);
+		expect(await redisCount('rl:addr:127.0.0.1')).toBe(4);
+
+		const byKey = await serve(store, { limit: 2, prefix: 'keyed:', keyGenerator: (req) => String(req.get('x-key')) });
+		const keyed = (key: string) => callApi(byKey).set('x-key', key);
+		for (let i = 0; i < 30; i++) await keyed(`k${i}`).expect(200);
+		expect(await redis.command('KEYS', 'keyed:addr:*')).toEqual([]);
+	});
+
+	it('counts the address ceiling in the same round trip as the request', async () => {
+		const store = await newStore();
+		// No session(): only the limit's own commands reach Redis; every request is counted by IP.
+		const { url, close } = await listen(createLimitedApp(store, rateLimit({ store, logger: silentLogger, limit: 4 }), false));
+		cleanups.push(close);
+		await callApi(url).expect(200);
+		await redis.command('CONFIG', 'RESETSTAT');
+
+		expect(await statuses(10, () => callApi(url))).toEqual([...repeat(200, 3), ...repeat(429, 7)]);
+
+		const calls = commandCalls((await redis.command('INFO', 'commandstats')) as string);
+		for (const name of Object.keys(calls)) if (/^(hello|client|config|info)/.test(name)) delete calls[name];
+		// One EVALSHA a request, counting the client's key and its address's in one script.
+		expect(calls).toEqual({ evalsha: 10, pttl: 20, incr: 20 });
+	});
+});
+
 describe('rateLimit() when Redis fails', () => {
 	it('keeps limiting in memory while Redis is down, with no 5xx, then counts in Redis again', async () => {
 		const store = await newStore();
@@ -460,6 +529,7 @@ describe('rateLimit() options', () => {
 			[{ limit: -1 }, /`limit` must be a whole number of at least 0 or a function/],
 			[{ limit: '5' }, /`limit` must be/],
 			[{ limitDuringOutage: 1.5 }, /`limitDuringOutage` must be/],
+			[{ addressLimit: -1 }, /`addressLimit` must be a whole number of at least 0 or a function/],
 			[{ statusCode: 99 }, /`statusCode` must be a whole number from 100 to 599; got 99/],
 			[{ message: 42 }, /`message` must be a string, an object or a function returning one; got 42/],
 			[{ handler: 'reply' }, /`handler` must be a function; got "reply"/],

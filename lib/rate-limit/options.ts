@@ -59,6 +59,17 @@ export interface RateLimitOptions {
 	 */
 	readonly limitDuringOutage?: number | ValueDeterminingMiddleware<number>;
 	/**
+	 * The most requests one client address may make in a window, over all its sessions
+	 * and its requests without one together, or a function of the request that returns
+	 * it. Whatever cookies a client sends (a new session minted after each `429`, say),
+	 * its address gets no more than this per window. It is counted in the same round
+	 * trip as the request's own count. The default leaves room for ten clients behind
+	 * one shared address (an office, a carrier NAT), each using its whole limit. Not
+	 * applied with a custom `keyGenerator`, whose keys already say what a client is.
+	 * @default 10 × the limit in force (`limit`, or `limitDuringOutage` during an outage)
+	 */
+	readonly addressLimit?: number | ValueDeterminingMiddleware<number>;
+	/**
 	 * The body sent to a limited client (an object is sent as JSON), or a function of
 	 * the request that returns it.
 	 * @default 'Too many requests, please try again later.'
@@ -166,6 +177,12 @@ export interface RateLimitOptions {
 	readonly logger?: Logger;
 }
 
+/**
+ * The default `addressLimit` is this many times the limit in force: room for ten
+ * clients behind one shared address, each using its whole limit.
+ */
+export const ADDRESS_LIMIT_PER_LIMIT = 10;
+
 /** Defaults of every {@link RateLimitOptions} that has a fixed one. */
 export const rateLimitDefaults = Object.freeze({
 	windowMs: 60_000,
@@ -193,6 +210,8 @@ export interface RateLimitConfig {
 	readonly windowMs: number;
 	readonly limit: number | ValueDeterminingMiddleware<number>;
 	readonly limitDuringOutage: number | ValueDeterminingMiddleware<number>;
+	/** `undefined`: {@link ADDRESS_LIMIT_PER_LIMIT} times the limit in force. */
+	readonly addressLimit: number | ValueDeterminingMiddleware<number> | undefined;
 	readonly message: RateLimitMessage | ValueDeterminingMiddleware<RateLimitMessage>;
 	readonly statusCode: number;
 	readonly handler: RateLimitHandler;
@@ -228,6 +247,7 @@ const KNOWN_OPTIONS = Object.freeze({
 	windowMs: true,
 	limit: true,
 	limitDuringOutage: true,
+	addressLimit: true,
 	message: true,
 	statusCode: true,
 	handler: true,
@@ -319,6 +339,8 @@ export const resolveRateLimitOptions = (options: RateLimitOptions): RateLimitCon
 		windowMs: checkIntegerIn('windowMs', pick('windowMs'), 1, MAX_WINDOW_MS),
 		limit,
 		limitDuringOutage: checkIntegerOrFunction('limitDuringOutage', given.limitDuringOutage ?? limit, 0),
+		addressLimit:
+			given.addressLimit === undefined ? undefined : checkIntegerOrFunction('addressLimit', given.addressLimit, 0),
 		message,
 		statusCode: checkIntegerIn('statusCode', pick('statusCode'), 100, 599),
 		handler: checkFunction('handler', given.handler ?? sendMessage),

@@ -12,8 +12,13 @@ import { isResilientStore } from '../session/options.js';
 import { requestAddressKey } from '../counting/client-address.js';
 import { storedSessionId } from '../session/request-session.js';
 import type { ResilientStore } from '../session/store.js';
-import { type RateLimitConfig, type RateLimitOptions, resolveRateLimitOptions } from './options.js';
-import { EngineCounterStore } from './window-set.js';
+import {
+	ADDRESS_LIMIT_PER_LIMIT,
+	type RateLimitConfig,
+	type RateLimitOptions,
+	resolveRateLimitOptions,
+} from './options.js';
+import { EngineCounterStore } from './counter-store.js';
 
 export { rateLimitDefaults } from './options.js';
 export type { RateLimitConfig, RateLimitHandler, RateLimitMessage, RateLimitOptions } from './options.js';
@@ -73,10 +78,17 @@ const checkClientIp = (request: Request, config: RateLimitConfig, log: OnceLogge
 /**
  * The default key: `sid:<id>` for a request whose session was loaded from the store,
  * `ip:<address>` for any other (no cookie, an unknown or forged id, a new session), so
- * that dropping or forging the cookie never escapes the limit.
+ * that dropping or forging the cookie never escapes the limit. Every request also
+ * counts against its address's ceiling (`addressLimit`), so that minting new sessions
+ * never escapes it either.
  */
 const sessionOrIpKey =
-	(config: RateLimitConfig, log: OnceLogger): ValueDeterminingMiddleware<string> =>
+	(
+		config: RateLimitConfig,
+		log: OnceLogger,
+		counts: EngineCounterStore,
+		limit: number | ValueDeterminingMiddleware<number>,
+	): ValueDeterminingMiddleware<string> =>
 	async (request, response) => {
 		if (!request.session) {
 			log.error(
@@ -93,13 +105,19 @@ const sessionOrIpKey =
 		}
 
 		const sid = storedSessionId(request);
-		if (sid !== undefined) return `sid:${sid}`;
-		checkClientIp(request, config, log);
-		const { ipv6Subnet } = config;
-		return `ip:${await requestAddressKey(
+		if (sid === undefined) checkClientIp(request, config, log);
+		const { ipv6Subnet, addressLimit } = config;
+		const address = await requestAddressKey(
 			request,
 			typeof ipv6Subnet === 'function' ? () => ipv6Subnet(request, response) : ipv6Subnet,
-		)}`;
+		);
+		const key = sid === undefined ? `ip:${address}` : `sid:${sid}`;
+		const inForce = await valueOf(limit, request, response);
+		const ceiling =
+			addressLimit === undefined ? inForce * ADDRESS_LIMIT_PER_LIMIT : await valueOf(addressLimit, request, response);
+		// Last, with nothing awaited after it: see EngineCounterStore.
+		counts.expectAddress(key, { address, limit: inForce, ceiling });
+		return key;
 	};
 
 // ---------------------------------------------------------------------------------------
@@ -194,14 +212,15 @@ export const rateLimit = (options: RateLimitOptions): RateLimitRequestHandler =>
 	}
 
 	const counts = new EngineCounterStore(config);
+	const limit = limitInForce(config, counts);
 	return expressRateLimit({
 		windowMs: config.windowMs,
-		limit: limitInForce(config, counts),
+		limit,
 		message: config.message,
 		statusCode: config.statusCode,
 		handler: limitedHandler(config),
 		skip: config.skip,
-		keyGenerator: config.keyGenerator ?? sessionOrIpKey(config, log),
+		keyGenerator: config.keyGenerator ?? sessionOrIpKey(config, log, counts, limit),
 		standardHeaders: config.standardHeaders,
 		legacyHeaders: config.legacyHeaders,
 		...(config.identifier === undefined ? {} : { identifier: config.identifier }),

@@ -1,14 +1,7 @@
-import type {
-	ClientRateLimitInfo,
-	IncrementResponse,
-	Options as ExpressRateLimitOptions,
-	Store as CounterStore,
-} from 'express-rate-limit';
-import { type CountOperation, CountingEngine, type KeySetDescription, type ScriptCall } from '../counting/engine.js';
+import type { CountOperation, KeySetDescription, ScriptCall } from '../counting/engine.js';
 import type { MemoryCounts } from '../counting/memory-counts.js';
 import { mergeWindow, windowModel } from '../counting/window.js';
 import { LUA_DECREMENT_LIVE, RedisScript } from '../redis/script.js';
-import type { RateLimitConfig } from './options.js';
 
 /**
  * Counts a request in each counter of KEYS over a window of ARGV[1] ms that starts at
@@ -142,68 +135,3 @@ export const windowSet = (windowMs: number): WindowSet => {
 		merges: { window: mergeWindow(windowMs) },
 	};
 };
-
-/**
- * express-rate-limit's store interface on the counting engine: express-rate-limit keeps
- * the middleware (options, headers, checks), the engine counts, in Redis through the
- * store's failover or in memory.
- */
-export class EngineCounterStore implements CounterStore {
-	/** Counts are shared by every instance (express-rate-limit's double-count check uses it). */
-	readonly localKeys = false;
-	readonly prefix: string;
-	readonly #engine: CountingEngine;
-	readonly #set: WindowSet;
-
-	constructor(config: RateLimitConfig) {
-		const { store, prefix, maxMemoryKeys } = config;
-		this.prefix = prefix;
-		this.#set = windowSet(config.windowMs);
-		this.#engine = new CountingEngine({
-			store,
-			subject: 'rate limit',
-			sets: [this.#set],
-			memory: {
-				max: maxMemoryKeys,
-				whenFull: 'drop-oldest',
-				fullMessage:
-					`resilient-session: rateLimit() counts ${maxMemoryKeys} clients in memory (\`maxMemoryKeys\`); ` +
-					'the counts of the least recently seen are dropped',
-				journalFullMessage:
-					`resilient-session: rateLimit() recorded ${maxMemoryKeys} changes while Redis was unreachable ` +
-					'(`maxMemoryKeys`); the oldest are dropped and will not reach Redis',
-			},
-			logger: config.logger,
-		});
-	}
-
-	/** Whether Redis is out (never, on a store without Redis). */
-	get inOutage(): boolean {
-		return this.#engine.inOutage;
-	}
-
-	init(_options: ExpressRateLimitOptions): void {}
-
-	async increment(key: string): Promise<IncrementResponse> {
-		const [counted] = (await this.#engine.run(this.#set.increment, [this.prefix + key])).value;
-		return { totalHits: counted!.count, resetTime: new Date(counted!.resetAt) };
-	}
-
-	async decrement(key: string): Promise<void> {
-		await this.#engine.run(this.#set.decrement, [this.prefix + key]);
-	}
-
-	async resetKey(key: string): Promise<void> {
-		await this.#engine.run(this.#set.reset, [this.prefix + key]);
-	}
-
-	async get(key: string): Promise<ClientRateLimitInfo | undefined> {
-		const [counted] = (await this.#engine.run(this.#set.read, [this.prefix + key])).value;
-		return counted!.count > 0 ? { totalHits: counted!.count, resetTime: new Date(counted!.resetAt) } : undefined;
-	}
-
-	/** Leaves the store's recovery (express-rate-limit's `shutdown`). */
-	shutdown(): void {
-		this.#engine.close();
-	}
-}
