@@ -61,15 +61,18 @@ export const listen = async (app: express.Express) => {
 	return { url, close };
 };
 
+/** What supertest sends requests to: a served app's URL, or the app itself. */
+type Target = string | express.Express;
+
 /** Logs in on `url`: the cookie of a session that is now in the store, and its id. */
-export const login = async (url: string) => {
+export const login = async (url: Target) => {
 	const res = await request(url).post('/login').expect(200);
 	const cookie = (res.headers['set-cookie'] as unknown as string[])[0]!.split(';')[0]!;
 	return { cookie, id: res.body.id as string };
 };
 
 /** `GET /api` on `url`, with `cookie` if given. */
-export const callApi = (url: string, cookie?: string) => {
+export const callApi = (url: Target, cookie?: string) => {
 	const call = request(url).get('/api');
 	return cookie ? call.set('Cookie', cookie) : call;
 };
