@@ -6,7 +6,7 @@ import { windowModel } from '../lib/counting/window.js';
 import { OnceLogger } from '../lib/logger.js';
 import type { RedisClient } from '../lib/redis/client.js';
 import { Failover } from '../lib/redis/failover.js';
-import { recordingLogger } from './helpers/rate-limit-app.js';
+import { recordingLogger } from './helpers/common.js';
 
 // Fast units, on fake timers: the memory side of the counting engine and the failover's
 // decisions. Their Redis behaviour is covered by the suites that run real servers.

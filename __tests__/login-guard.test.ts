@@ -8,18 +8,16 @@ import {
 	loginKeys,
 	normalizeUsername,
 } from '../lib/login-guard/login-guard.js';
-import { type Logger, silentLogger } from '../lib/logger.js';
+import { silentLogger } from '../lib/logger.js';
 import { ResilientStore } from '../lib/session/store.js';
 import {
 	attempt,
 	CLIENT_IP,
 	createLoginApp,
 	KNOWN_USER,
-	nextEvent,
 	PASSWORD,
-	quickFailover,
-	sleep,
 } from './helpers/login-guard-app.js';
+import { fastFailover, nextEvent, recordingLogger, sleep } from './helpers/common.js';
 import { RedisServer } from './helpers/redis-server.js';
 import { TcpProxy } from './helpers/tcp-proxy.js';
 import { redisLinkOf } from '../lib/redis/link.js';
@@ -49,7 +47,7 @@ afterAll(async () => {
 
 /** A store on the file's redis-server (or on `url`), closed after the test. */
 const redisStore = (url = redis.url, options = {}) => {
-	const store = new ResilientStore({ url, logger: silentLogger, ...quickFailover, ...options });
+	const store = new ResilientStore({ url, logger: silentLogger, ...fastFailover, ...options });
 	stores.push(store);
 	return store;
 };
@@ -73,16 +71,6 @@ const scriptCalls = async (...commands: string[]) => {
 	const info = String(await redis.command('INFO', 'commandstats'));
 	const calls = (name: string) => Number(new RegExp(`cmdstat_${name}:calls=(\\d+)`).exec(info)?.[1] ?? 0);
 	return (commands.length > 0 ? commands : ['evalsha', 'eval']).reduce((sum, name) => sum + calls(name), 0);
-};
-
-const capturingLogger = () => {
-	const errors: string[] = [];
-	const warnings: string[] = [];
-	const logger: Logger = {
-		warn: (message) => warnings.push(message),
-		error: (message) => errors.push(message),
-	};
-	return { logger, errors, warnings };
 };
 
 describe('loginGuard on Redis', () => {
@@ -470,7 +458,8 @@ describe('loginGuard outcomes', () => {
 
 describe('loginGuard hooks and administration', () => {
 	it('calls onLockout, and logs what a failing hook throws without breaking the request', async () => {
-		const { logger, errors } = capturingLogger();
+		const logger = recordingLogger();
+		const { errors } = logger;
 		const calls: LockoutInfo[] = [];
 		const { app } = createLoginApp(redisStore(), {
 			maxFailures: 1,
@@ -560,7 +549,8 @@ describe('loginGuard hooks and administration', () => {
 	});
 
 	it('refuses new usernames rather than forget counts when memory is full', async () => {
-		const { logger, errors } = capturingLogger();
+		const logger = recordingLogger();
+		const { errors } = logger;
 		const { app } = createLoginApp(memoryStore(), { maxFailures: 2, memory: { max: 6 }, logger });
 		// Each new username takes two counts (username+IP, username), the address one.
 		await attempt(app, KNOWN_USER).expect(401);
@@ -605,7 +595,8 @@ describe('loginGuard hooks and administration', () => {
 	});
 
 	it('warns when maxFailuresPerUsername exceeds the 100 NIST allows', () => {
-		const { logger, warnings } = capturingLogger();
+		const logger = recordingLogger();
+		const { warnings } = logger;
 		loginGuard({ store: memoryStore(), logger, maxFailuresPerUsername: 500 });
 		loginGuard({ store: memoryStore(), logger });
 		expect(warnings).toEqual([expect.stringContaining('NIST SP 800-63B')]);

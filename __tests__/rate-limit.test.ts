@@ -3,16 +3,9 @@ import { type EventEmitter, once } from 'node:events';
 import request from 'supertest';
 import { ResilientStore, type ResilientStoreOptions, silentLogger } from '../lib/index.js';
 import { rateLimit, type RateLimitOptions } from '../lib/rate-limit/rate-limit.js';
-import {
-	callApi,
-	commandCalls,
-	createLimitedApp,
-	listen,
-	login,
-	recordingLogger,
-} from './helpers/rate-limit-app.js';
+import { fastFailover, listen, nextEvent, recordingLogger } from './helpers/common.js';
+import { callApi, commandCalls, createLimitedApp, login } from './helpers/rate-limit-app.js';
 import { RedisServer } from './helpers/redis-server.js';
-import { fastFailover, nextEvent } from './helpers/stores.js';
 import { TcpProxy } from './helpers/tcp-proxy.js';
 import { redisLinkOf } from '../lib/redis/link.js';
 
@@ -259,22 +252,6 @@ describe('rateLimit() per-address ceiling', () => {
 		for (let i = 0; i < 30; i++) await keyed(`k${i}`).expect(200);
 		expect(await redis.command('KEYS', 'keyed:addr:*')).toEqual([]);
 	});
-
-	it('counts the address ceiling in the same round trip as the request', async () => {
-		const store = await newStore();
-		// No session(): only the limit's own commands reach Redis; every request is counted by IP.
-		const { url, close } = await listen(createLimitedApp(store, rateLimit({ store, logger: silentLogger, limit: 4 }), false));
-		cleanups.push(close);
-		await callApi(url).expect(200);
-		await redis.command('CONFIG', 'RESETSTAT');
-
-		expect(await statuses(10, () => callApi(url))).toEqual([...repeat(200, 3), ...repeat(429, 7)]);
-
-		const calls = commandCalls((await redis.command('INFO', 'commandstats')) as string);
-		for (const name of Object.keys(calls)) if (/^(hello|client|config|info)/.test(name)) delete calls[name];
-		// One EVALSHA a request, counting the client's key and its address's in one script.
-		expect(calls).toEqual({ evalsha: 10, pttl: 20, incr: 20 });
-	});
 });
 
 describe('rateLimit() when Redis fails', () => {
@@ -415,11 +392,10 @@ describe('rateLimit() when Redis fails', () => {
 		expect(store.stats().failovers).toBe(0);
 	});
 
-	it('sends one Redis command per counted request, limited or not', async () => {
+	/** The commands Redis ran for ten requests (after a first one) behind `options`, with no session(). */
+	const commandsOfTen = async (options: Omit<RateLimitOptions, 'store'>) => {
 		const store = await newStore();
-		// No session(): only the limit's own commands reach Redis.
-		const limiter = rateLimit({ store, logger: silentLogger, limit: 4, keyGenerator: () => 'measured' });
-		const { url, close } = await listen(createLimitedApp(store, limiter, false));
+		const { url, close } = await listen(createLimitedApp(store, rateLimit({ store, logger: silentLogger, ...options }), false));
 		cleanups.push(close);
 		await callApi(url).expect(200);
 		await redis.command('CONFIG', 'RESETSTAT');
@@ -429,8 +405,14 @@ describe('rateLimit() when Redis fails', () => {
 		const calls = commandCalls((await redis.command('INFO', 'commandstats')) as string);
 		// Leave out the commands of the connection that asks.
 		for (const name of Object.keys(calls)) if (/^(hello|client|config|info)/.test(name)) delete calls[name];
+		return calls;
+	};
+
+	it('sends one Redis command per counted request, limited or not', async () => {
 		// One round trip each: EVALSHA, whose script runs PTTL and INCR inside Redis.
-		expect(calls).toEqual({ evalsha: 10, pttl: 10, incr: 10 });
+		expect(await commandsOfTen({ limit: 4, keyGenerator: () => 'measured' })).toEqual({ evalsha: 10, pttl: 10, incr: 10 });
+		// With the default key, the address's ceiling is counted by the same script.
+		expect(await commandsOfTen({ limit: 4, prefix: 'default:' })).toEqual({ evalsha: 10, pttl: 20, incr: 20 });
 	});
 });
 

@@ -2,7 +2,8 @@ import request from 'supertest';
 import { rateLimit } from '../lib/rate-limit/rate-limit.js';
 import { silentLogger } from '../lib/logger.js';
 import { ResilientStore } from '../lib/session/store.js';
-import { attempt, createLoginApp, KNOWN_USER, nextEvent, quickFailover } from './helpers/login-guard-app.js';
+import { fastFailover, nextEvent } from './helpers/common.js';
+import { attempt, createLoginApp, KNOWN_USER } from './helpers/login-guard-app.js';
 import { createLimitedApp } from './helpers/rate-limit-app.js';
 import { RedisServer } from './helpers/redis-server.js';
 import { TcpProxy } from './helpers/tcp-proxy.js';
@@ -30,7 +31,7 @@ afterAll(() => redis.kill());
 
 /** A store on the file's redis-server (or on `url`), whose first connection is made. */
 const redisStore = async (url = redis.url) => {
-	const store = new ResilientStore({ url, logger: silentLogger, ...quickFailover, timeoutMs: 1_000 });
+	const store = new ResilientStore({ url, logger: silentLogger, ...fastFailover, timeoutMs: 1_000 });
 	stores.push(store);
 	// The store learns the marker that tells a Redis restarted empty once it first connects.
 	await store.get('warm-up');
