@@ -129,7 +129,7 @@ class LoginCounts {
 		);
 	}
 
-	/** Rejects only when Redis refuses the reset (a reply error); during an outage it is journaled. */
+	/** Applied on Redis, or in memory (journaled during an outage, for Redis to learn on recovery). */
 	async reset(username: string, ip: string | undefined): Promise<void> {
 		const input = { keys: loginKeys(this.#config.prefix, username, ip ?? ''), withIp: ip !== undefined };
 		const sets = input.withIp ? this.#sets : [this.#username];
