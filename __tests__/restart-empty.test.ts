@@ -1,38 +1,26 @@
 import request from 'supertest';
 import { rateLimit } from '../lib/rate-limit/rate-limit.js';
 import { silentLogger } from '../lib/logger.js';
-import { ResilientStore } from '../lib/session/store.js';
-import { fastFailover, nextEvent } from './helpers/common.js';
+import type { ResilientStore } from '../lib/session/store.js';
+import { nextEvent } from './helpers/common.js';
 import { attempt, createLoginApp, KNOWN_USER } from './helpers/login-guard-app.js';
 import { createLimitedApp } from './helpers/rate-limit-app.js';
-import { RedisServer } from './helpers/redis-server.js';
+import { useStoreFactory } from './helpers/stores.js';
 import { TcpProxy } from './helpers/tcp-proxy.js';
 
 // Counts and lockouts that memory knew of survive a Redis that restarts empty: memory
 // keeps copies of what Redis answered, and merges them back, never below what it saw.
 
-let redis: RedisServer;
-const stores: ResilientStore[] = [];
+const fixture = useStoreFactory();
 const proxies: TcpProxy[] = [];
 
-beforeAll(async () => {
-	delete process.env.REDIS_URL;
-	redis = await RedisServer.start();
-});
-
 afterEach(async () => {
-	await Promise.all(stores.splice(0).map((store) => store.close()));
 	await Promise.all(proxies.splice(0).map((proxy) => proxy.close()));
-	if (!redis.running) await redis.restart();
-	await redis.command('FLUSHALL');
 });
-
-afterAll(() => redis.kill());
 
 /** A store on the file's redis-server (or on `url`), whose first connection is made. */
-const redisStore = async (url = redis.url) => {
-	const store = new ResilientStore({ url, logger: silentLogger, ...fastFailover, timeoutMs: 1_000 });
-	stores.push(store);
+const redisStore = async (url?: string) => {
+	const store = await fixture.stores.create('redis', { timeoutMs: 1_000, ...(url ? { url } : {}) });
 	// The store learns the marker that tells a Redis restarted empty once it first connects.
 	await store.get('warm-up');
 	return store;
@@ -40,8 +28,8 @@ const redisStore = async (url = redis.url) => {
 
 /** Kills the file's redis-server and starts it again, empty, waiting for the store to fall back and recover. */
 const restartEmpty = async (store: ResilientStore) => {
-	await Promise.all([nextEvent(store, 'fallback'), redis.kill()]);
-	await Promise.all([nextEvent(store, 'recover'), redis.restart()]);
+	await Promise.all([nextEvent(store, 'fallback'), fixture.redis.kill()]);
+	await Promise.all([nextEvent(store, 'recover'), fixture.redis.restart()]);
 };
 
 describe('counts when Redis restarts empty', () => {
@@ -65,11 +53,11 @@ describe('counts when Redis restarts empty', () => {
 		const { app, handled } = createLoginApp(store, { maxFailures: 3, lockoutMs: 30_000 });
 		await attempt(app, KNOWN_USER).expect(401);
 		await attempt(app, KNOWN_USER).expect(401);
-		await Promise.all([nextEvent(store, 'fallback'), redis.kill()]);
+		await Promise.all([nextEvent(store, 'fallback'), fixture.redis.kill()]);
 		await attempt(app, KNOWN_USER).expect(401);
 		await attempt(app, KNOWN_USER).expect(429);
 
-		await Promise.all([nextEvent(store, 'recover'), redis.restart()]);
+		await Promise.all([nextEvent(store, 'recover'), fixture.redis.restart()]);
 
 		await attempt(app, KNOWN_USER).expect(429);
 		expect(handled.count).toBe(3);
@@ -87,20 +75,20 @@ describe('counts when Redis restarts empty', () => {
 
 		// The window is not over: no fresh allowance.
 		await request(app).get('/api').expect(429);
-		expect(Number(await redis.command('GET', 'rl:client'))).toBe(5);
+		expect(Number(await fixture.redis.command('GET', 'rl:client'))).toBe(5);
 	});
 
 	it('does not bring back a count reset elsewhere when Redis kept its data', async () => {
-		const proxy = await TcpProxy.start(redis.port);
+		const proxy = await TcpProxy.start(fixture.redis.port);
 		proxies.push(proxy);
-		const one = createLoginApp(await redisStore(proxy.url), { maxFailures: 3 });
+		const store = await redisStore(proxy.url);
+		const one = createLoginApp(store, { maxFailures: 3 });
 		const other = createLoginApp(await redisStore());
 		await attempt(one.app, KNOWN_USER).expect(401);
 		await attempt(one.app, KNOWN_USER).expect(401);
 		// A success on another instance resets the username+address count in Redis.
 		await attempt(other.app, KNOWN_USER, 'correct horse battery staple').expect(200);
 
-		const store = stores[0]!;
 		proxy.cut();
 		await store.get('trip');
 		expect(store.backend).toBe('memory');
