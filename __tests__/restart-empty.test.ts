@@ -2,7 +2,7 @@ import request from 'supertest';
 import { rateLimit } from '../lib/rate-limit/rate-limit.js';
 import { silentLogger } from '../lib/logger.js';
 import type { ResilientStore } from '../lib/session/store.js';
-import { nextEvent } from './helpers/common.js';
+import { nextEvent, recordingLogger } from './helpers/common.js';
 import { attempt, createLoginApp, KNOWN_USER } from './helpers/login-guard-app.js';
 import { createLimitedApp } from './helpers/rate-limit-app.js';
 import { useStoreFactory } from './helpers/stores.js';
@@ -99,5 +99,23 @@ describe('counts when Redis restarts empty', () => {
 		await attempt(one.app, KNOWN_USER).expect(401);
 		await attempt(one.app, KNOWN_USER).expect(401);
 		await attempt(one.app, KNOWN_USER).expect(429);
+	});
+
+	it('warns once, and counts on, when an ACL refuses the marker key', async () => {
+		await fixture.redis.command('ACL', 'SETUSER', 'counts', 'on', '>pw', '~sess:*', '~rl:*', '+@all');
+		try {
+			const url = fixture.redis.url.replace('redis://', 'redis://counts:pw@');
+			const store = await fixture.stores.create('redis', { url, timeoutMs: 1_000 });
+			const logger = recordingLogger();
+			const limiter = rateLimit({ store, logger, limit: 1, keyGenerator: () => 'acl' });
+			const app = createLimitedApp(store, limiter, false);
+			await request(app).get('/api').expect(200);
+			await request(app).get('/api').expect(429);
+			expect(Number(await fixture.redis.command('GET', 'rl:acl'))).toBe(2);
+			expect(logger.warnings).toEqual([expect.stringMatching(/refused the marker key .*NOPERM/)]);
+			expect(store.backend).toBe('redis');
+		} finally {
+			await fixture.redis.command('ACL', 'DELUSER', 'counts');
+		}
 	});
 });

@@ -140,6 +140,14 @@ export class CountingEngine {
 		return { value, where: 'memory', journaled: journal };
 	}
 
+	markerRefused(key: string, error: Error): void {
+		this.#log.warn(
+			'marker-refused',
+			`resilient-session: Redis refused the marker key ${key} (${error.message}): a Redis that restarts ` +
+				`empty is not noticed, so ${this.#subject} counts held in memory are not merged back`,
+		);
+	}
+
 	/** A new outage may report a full memory again, and a refusal. */
 	forgetWarnings(): void {
 		for (const key of ['memory-full', 'journal-full', 'merge-refused']) this.#log.forget(key);

@@ -12,6 +12,8 @@ export interface Recoverable {
 	flushSoon(): void;
 	/** A new outage: warnings may be logged again. */
 	forgetWarnings(): void;
+	/** Redis refused the marker key: a Redis that restarts empty cannot be noticed. */
+	markerRefused(key: string, error: Error): void;
 }
 
 /**
@@ -80,6 +82,9 @@ class Recovery {
 			current = created ? fresh : String(await failover.run('GET', () => client.get(EPOCH_KEY)));
 		} catch (error) {
 			if (isRedisFailure(error)) throw error;
+			// Refused (an ACL that allows only the counts' prefixes, say): counting works on,
+			// without noticing that Redis lost its data.
+			for (const engine of this.engines) engine.markerRefused(EPOCH_KEY, error as Error);
 			return false;
 		}
 
