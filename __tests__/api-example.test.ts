@@ -6,7 +6,7 @@ import request from 'supertest';
 import { ResilientStore, silentLogger } from '../lib/index.js';
 import { createApiApp } from '../examples/api-rate-limit/app.js';
 import { RedisServer } from './helpers/redis-server.js';
-import { connected, fastFailover } from './helpers/stores.js';
+import { connected, fastFailover } from './helpers/common.js';
 
 let redis: RedisServer;
 let store: ResilientStore;

@@ -8,9 +8,8 @@ import { ResilientStore, silentLogger } from '../lib/index.js';
 import { createLoginApp, demoUser, type LoginAppOptions } from '../examples/login/app.js';
 import { type Chromium, launchChromium } from './helpers/browser.js';
 import { logOut, sessionIdOf, signIn, textOf } from './helpers/login-page.js';
-import { listen } from './helpers/rate-limit-app.js';
 import { RedisServer } from './helpers/redis-server.js';
-import { connected, fastFailover, nextEvent } from './helpers/stores.js';
+import { connected, fastFailover, listen, nextEvent } from './helpers/common.js';
 
 /**
  * A lockout after three failures, that outlasts the test by far: every attempt past the

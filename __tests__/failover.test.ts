@@ -3,10 +3,10 @@ import type { SessionData } from 'express-session';
 import request from 'supertest';
 import { ResilientStore, silentLogger, type WriteBackResult } from '../lib/index.js';
 import { createApp, newSid, sessionData } from './helpers/app.js';
+import { connected, fastFailover, listen, nextEvent, sleep } from './helpers/common.js';
 import { RedisServer } from './helpers/redis-server.js';
-import { connected, fastFailover, nextEvent, sleep } from './helpers/stores.js';
 import { TcpProxy } from './helpers/tcp-proxy.js';
-import { listen, Traffic } from './helpers/traffic.js';
+import { Traffic } from './helpers/traffic.js';
 
 /** The stores' deadline in this file, and what a request may take on top of it here. */
 const DEADLINE_MS = fastFailover.timeoutMs;

@@ -1,21 +1,26 @@
 import { performance } from 'node:perf_hooks';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import request from 'supertest';
-import { type LockoutInfo, loginGuard, type LoginGuardOptions, loginKeys } from '../lib/login-guard/login-guard.js';
-import { type Logger, silentLogger } from '../lib/logger.js';
+import {
+	type LockoutInfo,
+	loginGuard,
+	type LoginGuardOptions,
+	loginKeys,
+	normalizeUsername,
+} from '../lib/login-guard/login-guard.js';
+import { silentLogger } from '../lib/logger.js';
 import { ResilientStore } from '../lib/session/store.js';
 import {
 	attempt,
 	CLIENT_IP,
 	createLoginApp,
 	KNOWN_USER,
-	nextEvent,
 	PASSWORD,
-	quickFailover,
-	sleep,
 } from './helpers/login-guard-app.js';
+import { fastFailover, nextEvent, recordingLogger, sleep } from './helpers/common.js';
 import { RedisServer } from './helpers/redis-server.js';
 import { TcpProxy } from './helpers/tcp-proxy.js';
+import { redisLinkOf } from '../lib/redis/link.js';
 
 const PREFIX = 'login-guard:';
 const OTHER_IP = '198.51.100.7';
@@ -42,7 +47,7 @@ afterAll(async () => {
 
 /** A store on the file's redis-server (or on `url`), closed after the test. */
 const redisStore = (url = redis.url, options = {}) => {
-	const store = new ResilientStore({ url, logger: silentLogger, ...quickFailover, ...options });
+	const store = new ResilientStore({ url, logger: silentLogger, ...fastFailover, ...options });
 	stores.push(store);
 	return store;
 };
@@ -66,16 +71,6 @@ const scriptCalls = async (...commands: string[]) => {
 	const info = String(await redis.command('INFO', 'commandstats'));
 	const calls = (name: string) => Number(new RegExp(`cmdstat_${name}:calls=(\\d+)`).exec(info)?.[1] ?? 0);
 	return (commands.length > 0 ? commands : ['evalsha', 'eval']).reduce((sum, name) => sum + calls(name), 0);
-};
-
-const capturingLogger = () => {
-	const errors: string[] = [];
-	const warnings: string[] = [];
-	const logger: Logger = {
-		warn: (message) => warnings.push(message),
-		error: (message) => errors.push(message),
-	};
-	return { logger, errors, warnings };
 };
 
 describe('loginGuard on Redis', () => {
@@ -288,7 +283,7 @@ describe('loginGuard on Redis', () => {
 
 		// One more failure of alice while the first batch is on its way, and the result of
 		// the second merge of her count, which carries that failure.
-		const client = store.client as unknown as { evalSha(sha: string, options: { keys: string[] }): Promise<unknown> };
+		const client = redisLinkOf(store)!.client as unknown as { evalSha(sha: string, options: { keys: string[] }): Promise<unknown> };
 		const evalSha = client.evalSha.bind(client);
 		let injected: Promise<unknown> | undefined;
 		let merges = 0;
@@ -411,6 +406,22 @@ describe('loginGuard outcomes', () => {
 		expect(await pairCount('alice')).toBe(3);
 	});
 
+	it('counts usernames with invisible or control characters as the plain name, with no fresh attempts', async () => {
+		const { app, handled } = createLoginApp(redisStore(), { maxFailures: 2 });
+		await attempt(app, 'admin').expect(401);
+		await attempt(app, 'admin').expect(401);
+		await attempt(app, 'admin').expect(429);
+		// A zero-width space, a NUL, a soft hyphen, a zero-width joiner, a byte order mark.
+		for (const lookalike of ['admin\u200b', 'admin\u0000', 'adm\u00adin', 'ad\u200dmin', '\ufeffADMIN']) {
+			await attempt(app, lookalike).expect(429);
+		}
+
+		expect(handled.count).toBe(2);
+		expect(normalizeUsername('Straße')).toBe(normalizeUsername('STRASSE'));
+		// Nothing left but invisible characters: no username.
+		await attempt(app, '\u200b\u00ad').expect(400);
+	});
+
 	it('answers 400 JSON for a missing, empty or non-string username, and counts nothing', async () => {
 		const { app, handled } = createLoginApp(redisStore());
 		const bodies = [{}, { username: 42 }, { username: ['alice'] }, { username: { $ne: '' } }, { username: '  ' }];
@@ -447,7 +458,8 @@ describe('loginGuard outcomes', () => {
 
 describe('loginGuard hooks and administration', () => {
 	it('calls onLockout, and logs what a failing hook throws without breaking the request', async () => {
-		const { logger, errors } = capturingLogger();
+		const logger = recordingLogger();
+		const { errors } = logger;
 		const calls: LockoutInfo[] = [];
 		const { app } = createLoginApp(redisStore(), {
 			maxFailures: 1,
@@ -498,7 +510,7 @@ describe('loginGuard hooks and administration', () => {
 
 	it('adds one set of failover listeners to a store, however many guards share it', () => {
 		const store = redisStore();
-		const failover = store.failover!;
+		const failover = redisLinkOf(store)!.failover;
 		const listeners = () => [failover.listenerCount('fallback'), failover.listenerCount('recover')];
 		const before = listeners();
 		for (let i = 0; i < 20; i++) loginGuard({ store, logger: silentLogger, prefix: `guard-${i}:` });
@@ -537,7 +549,8 @@ describe('loginGuard hooks and administration', () => {
 	});
 
 	it('refuses new usernames rather than forget counts when memory is full', async () => {
-		const { logger, errors } = capturingLogger();
+		const logger = recordingLogger();
+		const { errors } = logger;
 		const { app } = createLoginApp(memoryStore(), { maxFailures: 2, memory: { max: 6 }, logger });
 		// Each new username takes two counts (username+IP, username), the address one.
 		await attempt(app, KNOWN_USER).expect(401);
@@ -582,7 +595,8 @@ describe('loginGuard hooks and administration', () => {
 	});
 
 	it('warns when maxFailuresPerUsername exceeds the 100 NIST allows', () => {
-		const { logger, warnings } = capturingLogger();
+		const logger = recordingLogger();
+		const { warnings } = logger;
 		loginGuard({ store: memoryStore(), logger, maxFailuresPerUsername: 500 });
 		loginGuard({ store: memoryStore(), logger });
 		expect(warnings).toEqual([expect.stringContaining('NIST SP 800-63B')]);

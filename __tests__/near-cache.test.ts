@@ -4,7 +4,7 @@ import request from 'supertest';
 import { ResilientStore, type ResilientStoreOptions, silentLogger } from '../lib/index.js';
 import { createApp, newSid, sessionData } from './helpers/app.js';
 import { RedisServer } from './helpers/redis-server.js';
-import { connected, fastFailover, nextEvent } from './helpers/stores.js';
+import { connected, fastFailover, nextEvent } from './helpers/common.js';
 import { TcpProxy } from './helpers/tcp-proxy.js';
 
 let redis: RedisServer;

@@ -7,6 +7,7 @@ import {
 	silentLogger,
 	storeDefaults,
 } from '../lib/index.js';
+import { redisLinkOf } from '../lib/redis/link.js';
 
 const create = (options: unknown) => () => new ResilientStore({ logger: silentLogger, ...(options as ResilientStoreOptions) });
 
@@ -67,7 +68,7 @@ describe('ResilientStore options', () => {
 		try {
 			const store = new ResilientStore({ logger: { warn, error: jest.fn() } });
 			expect(store.backend).toBe('memory');
-			expect(store.client).toBeUndefined();
+			expect(redisLinkOf(store)).toBeUndefined();
 			expect(warn).toHaveBeenCalledTimes(1);
 			expect(warn.mock.calls[0][0]).toMatch(/no Redis configured/);
 			await store.close();

@@ -3,17 +3,11 @@ import { type EventEmitter, once } from 'node:events';
 import request from 'supertest';
 import { ResilientStore, type ResilientStoreOptions, silentLogger } from '../lib/index.js';
 import { rateLimit, type RateLimitOptions } from '../lib/rate-limit/rate-limit.js';
-import {
-	callApi,
-	commandCalls,
-	createLimitedApp,
-	listen,
-	login,
-	recordingLogger,
-} from './helpers/rate-limit-app.js';
+import { fastFailover, listen, nextEvent, recordingLogger } from './helpers/common.js';
+import { callApi, commandCalls, createLimitedApp, login } from './helpers/rate-limit-app.js';
 import { RedisServer } from './helpers/redis-server.js';
-import { fastFailover, nextEvent } from './helpers/stores.js';
 import { TcpProxy } from './helpers/tcp-proxy.js';
+import { redisLinkOf } from '../lib/redis/link.js';
 
 let redis: RedisServer;
 const cleanups: Array<() => unknown> = [];
@@ -44,7 +38,7 @@ const storeOptions = { logger: silentLogger, ...fastFailover, timeoutMs: 1_000 }
 const newStore = async (options: ResilientStoreOptions = {}) => {
 	const store = new ResilientStore({ url: redis.url, ...storeOptions, ...options });
 	cleanups.push(() => store.close());
-	const client = store.client as unknown as EventEmitter & { isReady: boolean };
+	const client = redisLinkOf(store)?.client as unknown as EventEmitter & { isReady: boolean };
 	if (client && !client.isReady) await once(client, 'ready');
 	return store;
 };
@@ -207,6 +201,59 @@ describe('rateLimit() keys', () => {
 	});
 });
 
+describe('rateLimit() per-address ceiling', () => {
+	/** The cookie a response sets, for the next request. */
+	const cookieOf = (res: request.Response) =>
+		(res.headers['set-cookie'] as unknown as string[] | undefined)?.[0]?.split(';')[0];
+
+	it('gives an address no more than its ceiling per window, however many sessions it mints', async () => {
+		// Each response, a 429 included, carries a new session: the cookie trick to try.
+		const url = await serve(await newStore(), { limit: 2 }, { saveUninitialized: true });
+		let served = 0;
+		let lastRound: number[] = [];
+		for (let round = 0; round < 25; round++) {
+			const minted = await callApi(url);
+			lastRound = [minted.status];
+			const cookie = cookieOf(minted);
+			for (let i = 0; i < 2; i++) lastRound.push((await callApi(url, cookie)).status);
+			served += lastRound.filter((status) => status === 200).length;
+		}
+
+		// The default ceiling is 10 × limit, over every request of the address (the 429s
+		// included); without it each minted session got 2 more, 52 in all.
+		expect(served).toBeGreaterThan(2);
+		expect(served).toBeLessThanOrEqual(20);
+		expect(lastRound).toEqual([429, 429, 429]);
+	});
+
+	it('lets ten clients behind one address each use their whole limit by default', async () => {
+		const url = await serve(await newStore(), { limit: 3 });
+		const clients = [];
+		for (let i = 0; i < 11; i++) clients.push(await login(url));
+		const seen: number[] = [];
+		for (const { cookie } of clients.slice(0, 10)) seen.push(...(await statuses(3, () => callApi(url, cookie))));
+		expect(seen).toEqual(repeat(200, 30));
+		// The eleventh finds the address at its ceiling.
+		const limited = await callApi(url, clients[10]!.cookie).expect(429);
+		expect(Number(limited.headers['retry-after'])).toBeGreaterThan(50);
+	});
+
+	it('takes addressLimit as given, and applies none with a custom keyGenerator', async () => {
+		const store = await newStore();
+		const url = await serve(store, { limit: 5, addressLimit: 3 });
+		const one = await login(url);
+		const two = await login(url);
+		expect(await statuses(2, () => callApi(url, one.cookie))).toEqual([200, 200]);
+		expect(await statuses(2, () => callApi(url, two.cookie))).toEqual([200, 429]);
+		expect(await redisCount('rl:addr:127.0.0.1')).toBe(4);
+
+		const byKey = await serve(store, { limit: 2, prefix: 'keyed:', keyGenerator: (req) => String(req.get('x-key')) });
+		const keyed = (key: string) => callApi(byKey).set('x-key', key);
+		for (let i = 0; i < 30; i++) await keyed(`k${i}`).expect(200);
+		expect(await redis.command('KEYS', 'keyed:addr:*')).toEqual([]);
+	});
+});
+
 describe('rateLimit() when Redis fails', () => {
 	it('keeps limiting in memory while Redis is down, with no 5xx, then counts in Redis again', async () => {
 		const store = await newStore();
@@ -220,19 +267,21 @@ describe('rateLimit() when Redis fails', () => {
 		for (let i = 0; i < 5; i++) during.push(await callApi(url, cookie));
 		await fellBack;
 
-		// Counting starts afresh in this instance's memory, under the same session.
-		expect(during.map((res) => res.status)).toEqual([200, 200, 200, 429, 429]);
-		expect(during[0]!.body).toMatchObject({ key: `sid:${id}`, used: 1, backend: 'memory' });
+		// Counting goes on in this instance's memory from the count Redis last gave, under the same session.
+		expect(during.map((res) => res.status)).toEqual([200, 200, 429, 429, 429]);
+		expect(during[0]!.body).toMatchObject({ key: `sid:${id}`, used: 2, backend: 'memory' });
 
 		const recovered = nextEvent(store, 'recover');
 		await redis.restart();
 		await recovered;
-		// Redis came back empty (no script, no counts): counting goes on there.
+		// Redis came back empty (no script, no counts): the count memory held was merged
+		// back, and counting goes on there.
+		expect(await redisCount(`rl:sid:${id}`)).toBe(6);
 		const after = [];
-		for (let i = 0; i < 4; i++) after.push(await callApi(url, cookie));
-		expect(after.map((res) => res.status)).toEqual([200, 200, 200, 429]);
-		expect(after[0]!.body).toMatchObject({ key: `sid:${id}`, used: 1, backend: 'redis' });
-		expect(await redisCount(`rl:sid:${id}`)).toBe(4);
+		for (let i = 0; i < 2; i++) after.push(await callApi(url, cookie));
+		expect(after.map((res) => res.status)).toEqual([429, 429]);
+		expect(await redisCount(`rl:sid:${id}`)).toBe(8);
+		expect(store.backend).toBe('redis');
 	});
 
 	it('applies limitDuringOutage while on memory, and the headers say so', async () => {
@@ -247,14 +296,16 @@ describe('rateLimit() when Redis fails', () => {
 		proxy.cut();
 		const during = await Promise.all([0, 1, 2].map(() => callApi(url, cookie)));
 		expect(store.backend).toBe('memory');
-		expect(during.map((res) => res.status).sort()).toEqual([200, 200, 429]);
+		// Memory goes on from the count Redis last gave (1).
+		expect(during.map((res) => res.status).sort()).toEqual([200, 429, 429]);
 		expect(during[0]!.headers['ratelimit-policy']).toMatch(/^"2-in-1min"; q=2; w=60;/);
 
 		const recovered = nextEvent(store, 'recover');
 		proxy.pass();
 		await recovered;
+		// The three counted in memory were merged into Redis.
 		const after = await callApi(url, cookie).expect(200);
-		expect(after.body).toMatchObject({ used: 2, limit: 5, backend: 'redis' });
+		expect(after.body).toMatchObject({ used: 5, limit: 5, backend: 'redis' });
 	});
 
 	it('answers within the deadline when Redis stalls, counting in memory', async () => {
@@ -271,16 +322,17 @@ describe('rateLimit() when Redis fails', () => {
 		const started = Date.now();
 		const stalled = await callApi(url).expect(200);
 		expect(Date.now() - started).toBeLessThan(fastFailover.timeoutMs + 150);
-		expect(stalled.body).toMatchObject({ used: 1, backend: 'memory' });
-		await callApi(url).expect(200);
+		expect(stalled.body).toMatchObject({ used: 2, backend: 'memory' });
 		await callApi(url).expect(429);
 
 		const recovered = nextEvent(store, 'recover');
 		proxy.pass();
 		await recovered;
-		const after = await callApi(url);
-		expect(after.body.backend).toBe('redis');
-		expect(after.body.used).toBe(await redisCount('rl:stalled'));
+		// The two counted in memory were merged into Redis.
+		expect(await redisCount('rl:stalled')).toBe(3);
+		await callApi(url).expect(429);
+		expect(await redisCount('rl:stalled')).toBe(4);
+		expect(store.backend).toBe('redis');
 	});
 
 	it('counts in Redis once Redis comes up, for a limit created while it was down', async () => {
@@ -299,9 +351,10 @@ describe('rateLimit() when Redis fails', () => {
 		proxy.pass();
 		await recovered;
 		// The scripts could not be loaded at start: they are loaded now, and counts go to Redis.
+		// The count made in memory was merged into Redis.
 		const after = await callApi(url).expect(200);
-		expect(after.body).toMatchObject({ used: 1, backend: 'redis' });
-		expect(await redisCount('rl:early')).toBe(1);
+		expect(after.body).toMatchObject({ used: 2, backend: 'redis' });
+		expect(await redisCount('rl:early')).toBe(2);
 		expect(store.stats().failovers).toBe(1);
 	});
 
@@ -339,11 +392,10 @@ describe('rateLimit() when Redis fails', () => {
 		expect(store.stats().failovers).toBe(0);
 	});
 
-	it('sends one Redis command per counted request, limited or not', async () => {
+	/** The commands Redis ran for ten requests (after a first one) behind `options`, with no session(). */
+	const commandsOfTen = async (options: Omit<RateLimitOptions, 'store'>) => {
 		const store = await newStore();
-		// No session(): only the limit's own commands reach Redis.
-		const limiter = rateLimit({ store, logger: silentLogger, limit: 4, keyGenerator: () => 'measured' });
-		const { url, close } = await listen(createLimitedApp(store, limiter, false));
+		const { url, close } = await listen(createLimitedApp(store, rateLimit({ store, logger: silentLogger, ...options }), false));
 		cleanups.push(close);
 		await callApi(url).expect(200);
 		await redis.command('CONFIG', 'RESETSTAT');
@@ -353,8 +405,14 @@ describe('rateLimit() when Redis fails', () => {
 		const calls = commandCalls((await redis.command('INFO', 'commandstats')) as string);
 		// Leave out the commands of the connection that asks.
 		for (const name of Object.keys(calls)) if (/^(hello|client|config|info)/.test(name)) delete calls[name];
+		return calls;
+	};
+
+	it('sends one Redis command per counted request, limited or not', async () => {
 		// One round trip each: EVALSHA, whose script runs PTTL and INCR inside Redis.
-		expect(calls).toEqual({ evalsha: 10, pttl: 10, incr: 10 });
+		expect(await commandsOfTen({ limit: 4, keyGenerator: () => 'measured' })).toEqual({ evalsha: 10, pttl: 10, incr: 10 });
+		// With the default key, the address's ceiling is counted by the same script.
+		expect(await commandsOfTen({ limit: 4, prefix: 'default:' })).toEqual({ evalsha: 10, pttl: 20, incr: 20 });
 	});
 });
 
@@ -453,6 +511,7 @@ describe('rateLimit() options', () => {
 			[{ limit: -1 }, /`limit` must be a whole number of at least 0 or a function/],
 			[{ limit: '5' }, /`limit` must be/],
 			[{ limitDuringOutage: 1.5 }, /`limitDuringOutage` must be/],
+			[{ addressLimit: -1 }, /`addressLimit` must be a whole number of at least 0 or a function/],
 			[{ statusCode: 99 }, /`statusCode` must be a whole number from 100 to 599; got 99/],
 			[{ message: 42 }, /`message` must be a string, an object or a function returning one; got 42/],
 			[{ handler: 'reply' }, /`handler` must be a function; got "reply"/],

@@ -5,7 +5,7 @@ import { createClient } from 'redis5';
 import { loginGuard, rateLimit, ResilientStore, silentLogger } from '../lib/index.js';
 import { createApp, newSid, sessionData } from './helpers/app.js';
 import { RedisServer } from './helpers/redis-server.js';
-import { fastFailover, nextEvent } from './helpers/stores.js';
+import { fastFailover, nextEvent } from './helpers/common.js';
 
 let redis: RedisServer;
 let client: ReturnType<typeof createClient>;

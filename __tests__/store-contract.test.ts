@@ -2,7 +2,8 @@ import type { SessionData } from 'express-session';
 import { promisify } from 'node:util';
 import type { ResilientStore } from '../lib/index.js';
 import { newSid, sessionData } from './helpers/app.js';
-import { sleep, type StoreMode, useStoreFactory } from './helpers/stores.js';
+import { sleep } from './helpers/common.js';
+import { type StoreMode, useStoreFactory } from './helpers/stores.js';
 
 const fixture = useStoreFactory();
 

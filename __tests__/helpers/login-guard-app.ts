@@ -74,23 +74,3 @@ export const attempt = (
 	ip = CLIENT_IP,
 	path = '/login',
 ) => request(app).post(path).set('X-Forwarded-For', ip).send({ username, password });
-
-/** Store options that make failover quick to observe. */
-export const quickFailover = {
-	timeoutMs: 200,
-	probeIntervalMs: 50,
-	minFallbackMs: 100,
-	recoverAfterProbes: 2,
-} as const;
-
-/** Resolves with the first `event` of `store`, or rejects after `ms`. */
-export const nextEvent = (store: ResilientStore, event: 'fallback' | 'recover', ms = 10_000): Promise<void> =>
-	new Promise((resolve, reject) => {
-		const timer = setTimeout(() => reject(new Error(`no '${event}' within ${ms} ms`)), ms);
-		store.once(event, () => {
-			clearTimeout(timer);
-			resolve();
-		});
-	});
-
-export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

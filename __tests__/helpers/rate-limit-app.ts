@@ -1,6 +1,3 @@
-import { once } from 'node:events';
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import express, { type RequestHandler } from 'express';
 import session, { type SessionOptions } from 'express-session';
 import type { RateLimitInfo } from 'express-rate-limit';
@@ -48,42 +45,20 @@ export const createLimitedApp = (
 	return app;
 };
 
-/** Serves `app` on a free port until {@link close}. */
-export const listen = async (app: express.Express) => {
-	const server: Server = app.listen(0, '127.0.0.1');
-	await once(server, 'listening');
-	const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-	const close = () =>
-		new Promise<void>((resolve) => {
-			server.closeAllConnections();
-			server.close(() => resolve());
-		});
-	return { url, close };
-};
+/** What supertest sends requests to: a served app's URL, or the app itself. */
+type Target = string | express.Express;
 
 /** Logs in on `url`: the cookie of a session that is now in the store, and its id. */
-export const login = async (url: string) => {
+export const login = async (url: Target) => {
 	const res = await request(url).post('/login').expect(200);
 	const cookie = (res.headers['set-cookie'] as unknown as string[])[0]!.split(';')[0]!;
 	return { cookie, id: res.body.id as string };
 };
 
 /** `GET /api` on `url`, with `cookie` if given. */
-export const callApi = (url: string, cookie?: string) => {
+export const callApi = (url: Target, cookie?: string) => {
 	const call = request(url).get('/api');
 	return cookie ? call.set('Cookie', cookie) : call;
-};
-
-/** A logger that keeps what it is given, to assert on. */
-export const recordingLogger = () => {
-	const warnings: string[] = [];
-	const errors: string[] = [];
-	return {
-		warnings,
-		errors,
-		warn: (message: string) => void warnings.push(message),
-		error: (message: string) => void errors.push(message),
-	};
 };
 
 /** Parses `INFO commandstats` into calls per command name (lower case). */

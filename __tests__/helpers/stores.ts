@@ -1,12 +1,10 @@
 import { ResilientStore, type ResilientStoreOptions, silentLogger } from '../../lib/index.js';
+import { connected, fastFailover } from './common.js';
 import { RedisServer } from './redis-server.js';
 import { TcpProxy } from './tcp-proxy.js';
 
 /** The modes every store behaviour must hold in. */
 export type StoreMode = 'redis' | 'memory-only' | 'fallen-back';
-
-/** Store options that make failover quick to observe in tests. */
-export const fastFailover = { timeoutMs: 200, probeIntervalMs: 50, minFallbackMs: 200, recoverAfterProbes: 2 } as const;
 
 /**
  * Creates stores and closes every one of them after the test file.
@@ -50,27 +48,6 @@ export class StoreFactory {
 		await Promise.all(this.#stores.splice(0).map((store) => store.close()));
 	}
 }
-
-export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Resolves with the first `event` of `store`, or rejects after `ms`. */
-export const nextEvent = <T = unknown>(store: ResilientStore, event: string, ms = 10_000): Promise<T> =>
-	new Promise((resolve, reject) => {
-		const timer = setTimeout(() => reject(new Error(`no '${event}' within ${ms} ms`)), ms);
-		store.once(event, (value: T) => {
-			clearTimeout(timer);
-			resolve(value);
-		});
-	});
-
-/**
- * Resolves once the store has reached Redis: a bulk read waits for the first connection
- * (longer than a request would), so that a slow start does not begin a test on memory.
- */
-export const connected = async (store: ResilientStore): Promise<ResilientStore> => {
-	await store.length();
-	return store;
-};
 
 /** What {@link useStoreFactory} sets up: the file's redis-server, a cut proxy to it, the factory. */
 export interface StoreFixture {

@@ -1,6 +1,3 @@
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import type { Express } from 'express';
 import request from 'supertest';
 
 /** One request of a traffic run. */
@@ -58,11 +55,3 @@ export class Traffic {
 		return Math.max(0, ...this.samples.map((sample) => sample.ms));
 	}
 }
-
-/** Starts `app` on a free loopback port; supertest agents then keep their connections. */
-export const listen = async (app: Express): Promise<{ server: Server; url: string }> => {
-	const server = await new Promise<Server>((resolve) => {
-		const s = app.listen(0, '127.0.0.1', () => resolve(s));
-	});
-	return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
-};

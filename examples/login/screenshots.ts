@@ -9,9 +9,8 @@ import { join } from 'node:path';
 import { ResilientStore, silentLogger } from '../../lib/index.js';
 import { launchChromium } from '../../__tests__/helpers/browser.js';
 import { logOut, signIn } from '../../__tests__/helpers/login-page.js';
-import { listen } from '../../__tests__/helpers/rate-limit-app.js';
 import { RedisServer } from '../../__tests__/helpers/redis-server.js';
-import { connected } from '../../__tests__/helpers/stores.js';
+import { connected, listen } from '../../__tests__/helpers/common.js';
 import { createLoginApp, demoUser } from './app.js';
 
 const directory = join(__dirname, 'screenshots');

@@ -135,9 +135,16 @@ export class Failover extends EventEmitter<FailoverEvents> {
 		return this.#answeredSentAt;
 	}
 
-	/** Registers what must happen before going back to Redis. Steps run in order. */
-	addRecoveryStep(step: RecoveryStep): void {
+	/**
+	 * Registers what must happen before going back to Redis. Steps run in order.
+	 * Returns a function that removes the step again (its owner is done with the failover).
+	 */
+	addRecoveryStep(step: RecoveryStep): () => void {
 		this.#steps.push(step);
+		return () => {
+			const index = this.#steps.indexOf(step);
+			if (index !== -1) this.#steps.splice(index, 1);
+		};
 	}
 
 	/**
@@ -249,7 +256,8 @@ export class Failover extends EventEmitter<FailoverEvents> {
 	/** Runs every recovery step, switches back to Redis, then flushes what arrived meanwhile. */
 	async #recover(): Promise<boolean> {
 		try {
-			for (const step of this.#steps) await step.flush();
+			// A copy: a step may be removed while another one runs.
+			for (const step of [...this.#steps]) await step.flush();
 		} catch (error) {
 			this.#lastError = error as Error;
 			debug('recovery failed: %s', (error as Error).message);

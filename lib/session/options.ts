@@ -10,6 +10,7 @@ import {
 	rejectUnknownOptions,
 } from '../options/checks.js';
 import { isRedisClient, markCallerError, type RedisClient } from '../redis/client.js';
+import { isLinkedStore } from '../redis/link.js';
 import type { ResilientStore } from './store.js';
 
 /** How sessions are turned into strings for Redis. `JSON` by default, as in connect-redis. */
@@ -224,16 +225,16 @@ const checkUrl = (option: string, value: unknown): string => {
 };
 
 /**
- * Whether `value` is a {@link ResilientStore}, told by its shape rather than by
- * `instanceof`: when an app loads both the CommonJS and the ES module build of this
- * package (one through a dependency, say), a store made by one is no instance of the
- * other's class, yet works with it all the same.
+ * Whether `value` is a {@link ResilientStore}, told by its registration (see
+ * `redis/link.ts`) and its shape rather than by `instanceof`: when an app loads both
+ * the CommonJS and the ES module build of this package (one through a dependency, say),
+ * a store made by one is no instance of the other's class, yet works with it all the same.
  */
 export const isResilientStore = (value: unknown): value is ResilientStore => {
 	if (value === null || typeof value !== 'object') return false;
 	const store = value as Partial<Record<keyof ResilientStore, unknown>>;
 	return (
-		'failover' in store &&
+		isLinkedStore(store) &&
 		'backend' in store &&
 		typeof store.stats === 'function' &&
 		typeof store.get === 'function' &&

@@ -28,6 +28,7 @@ import {
 	isRedisFailure,
 	type RedisClient,
 } from '../redis/client.js';
+import { linkStore } from '../redis/link.js';
 import { createTracking } from '../redis/tracking.js';
 
 
@@ -130,6 +131,7 @@ export class ResilientStore extends Store {
 			: config.client;
 
 		if (!this.#client) {
+			linkStore(this, undefined);
 			if (process.env.NODE_ENV === 'production') {
 				config.logger.warn(
 					'resilient-session: no Redis configured (no `client`, `url` or REDIS_URL): sessions are kept ' +
@@ -161,6 +163,7 @@ export class ResilientStore extends Store {
 			resetConnection: this.#ownsClient ? () => this.#resetConnection() : undefined,
 		});
 		nearCache.attach(this.#failover, this.#tracked);
+		linkStore(this, { failover: this.#failover, client });
 		this.#failover.on('fallback', (error) => {
 			this.#journal.forgetWarnings();
 			this.emit('fallback', error);
@@ -188,20 +191,6 @@ export class ResilientStore extends Store {
 	/** Where operations go right now: `'redis'` or `'memory'`. */
 	get backend(): Backend {
 		return this.#failover?.backend ?? 'memory';
-	}
-
-	/**
-	 * The failover decision this store's Redis is guarded by, shared with the rate limit
-	 * and login guard built on this store. `undefined` on a memory-only store.
-	 * @internal
-	 */
-	get failover(): Failover | undefined {
-		return this.#failover;
-	}
-
-	/** The Redis client (`undefined` on a memory-only store). @internal */
-	get client(): RedisClient | undefined {
-		return this.#client;
 	}
 
 	/**
