@@ -39,8 +39,12 @@ describe('the API rate-limit example', () => {
 		expect(Number(refused.headers['retry-after'])).toBeGreaterThan(0);
 		expect(refused.headers['ratelimit']).toMatch(/^"5-in-10sec"; r=0; t=\d+$/);
 		expect(refused.body).toEqual({ error: 'Too many requests: wait for the time in Retry-After.' });
-		// The counts are in Redis, where every instance sees them.
-		expect(await redis.command('KEYS', 'rl:api:*')).toHaveLength(1);
+		// The counts are in Redis, where every instance sees them: the client's, and its
+		// address's ceiling over all its sessions.
+		expect(((await redis.command('KEYS', 'rl:api:*')) as string[]).sort()).toEqual([
+			'rl:api:addr:127.0.0.1',
+			'rl:api:ip:127.0.0.1',
+		]);
 	});
 
 	it('counts a client with a session apart from its address', async () => {
