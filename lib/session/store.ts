@@ -19,6 +19,7 @@ import {
 import { OutageJournal } from './outage-journal.js';
 import { RedisSessions, type SessionRead, TOMBSTONE } from './redis-sessions.js';
 import { markLoaded } from './request-session.js';
+import { type DestroySessionsOfOptions, UserIndex, type UserSession } from './user-index.js';
 import {
 	connectInBackground,
 	createOwnedClient,
@@ -134,6 +135,8 @@ export class ResilientStore extends Store {
 	readonly #ownsClient: boolean;
 	readonly #sessions: RedisSessions | undefined;
 	readonly #failover: Failover | undefined;
+	/** Each user's sessions (the `userId` option). */
+	readonly #users: UserIndex;
 	/** The caller's serializer, its errors marked as the caller's. */
 	readonly #serializer: Serializer;
 	/**
@@ -183,6 +186,7 @@ export class ResilientStore extends Store {
 				);
 			}
 
+			this.#users = this.#userIndex();
 			return;
 		}
 
@@ -218,9 +222,23 @@ export class ResilientStore extends Store {
 		});
 		this.#failover.addRecoveryStep({
 			flush: () => this.#writeBack(),
-			pending: () => !this.#journal.isEmpty,
+			pending: () => !this.#journal.isEmpty || this.#users.pending,
 		});
+		this.#users = this.#userIndex();
 		this.#learnEpoch();
+	}
+
+	#userIndex(): UserIndex {
+		return new UserIndex({
+			config: this.#config,
+			log: this.#log,
+			memory: this.#memory,
+			client: this.#client,
+			failover: this.#failover,
+			sessions: this.#sessions,
+			destroy: (sid) => this.destroy(sid),
+			isDestroyed: (sid) => this.#isDestroyed(sid),
+		});
 	}
 
 	/** Where operations go right now: `'redis'` or `'memory'`. */
@@ -291,6 +309,28 @@ export class ResilientStore extends Store {
 	 */
 	destroy(sid: string, callback?: Callback<void>): Promise<void> {
 		return settle(this.#destroy(sid), callback);
+	}
+
+	/**
+	 * The live sessions of a user (as the `userId` option tells), from every instance,
+	 * the latest to expire first. During an outage: those this instance holds.
+	 */
+	sessionsOf(userId: string, callback?: Callback<UserSession[]>): Promise<UserSession[] | undefined> {
+		return settle(Promise.resolve().then(() => (this.#assertOpen('sessionsOf'), this.#users.list(userId))), callback);
+	}
+
+	/**
+	 * Destroys every session of a user but `except` (the current one, say), on every
+	 * instance, each as a logout is; resolves with how many. During an outage, those this
+	 * instance holds at once, and the others when Redis returns, before anything else.
+	 */
+	destroySessionsOf(
+		userId: string,
+		options?: DestroySessionsOfOptions | Callback<number>,
+		callback?: Callback<number>,
+	): Promise<number | undefined> {
+		const [given, done] = typeof options === 'function' ? [undefined, options] : [options, callback];
+		return settle(Promise.resolve().then(() => (this.#assertOpen('destroySessionsOf'), this.#users.end(userId, given))), done);
 	}
 
 	/** Every session, each with its `id`. During an outage: those held by this instance. */
@@ -385,7 +425,11 @@ export class ResilientStore extends Store {
 		// instance changed it while the reply was on its way.
 		if (watch.stale) this.#memory.forget(sid);
 		else this.#memory.keepWarm(sid, text, ttl);
-		if (renewed) renewedUntil.set(session, Date.now() + ttl);
+		if (renewed) {
+			renewedUntil.set(session, Date.now() + ttl);
+			this.#users.extended(sid, session, ttl);
+		}
+
 		return session;
 	}
 
@@ -446,9 +490,12 @@ export class ResilientStore extends Store {
 		// encode rejects, in every mode (memorystore would keep the previous version and
 		// report nothing).
 		const text = this.#serializer.stringify(session);
+		const previous = this.#users.enabled ? this.#memory.peek(sid) : undefined;
 		this.#memory.keepWarm(sid, text, ttl);
 		if (!this.#sessions) return;
-		const result = await this.#attempt('set', 'SET', () => this.#sessions!.write(sid, text, ttl));
+		const result = await this.#attempt('set', 'SET', () =>
+			this.#users.withWrite(this.#sessions!.write(sid, text, ttl), sid, session, ttl, previous),
+		);
 		if (!result.served) return this.#journal.written(sid);
 		this.#journal.settled(sid);
 		// Destroyed in Redis, by this instance or another: the destroy wins.
@@ -470,13 +517,17 @@ export class ResilientStore extends Store {
 		const result = await this.#attempt('touch', 'PEXPIRE', () => this.#sessions!.renew(sid, ttl));
 		if (!result.served) this.#journal.touched(sid);
 		else if (result.value === 'refused') this.#memory.bury(sid);
+		else if (result.value === 'written') this.#users.extended(sid, session, ttl);
 	}
 
 	async #destroy(sid: string): Promise<void> {
 		this.#assertOpen('destroy');
+		const previous = this.#users.enabled ? this.#memory.peek(sid) : undefined;
 		this.#memory.bury(sid);
 		if (!this.#sessions) return;
-		const result = await this.#attempt('destroy', 'SET', () => this.#sessions!.bury(sid));
+		const result = await this.#attempt('destroy', 'SET', () =>
+			this.#users.withDestroy(this.#sessions!.bury(sid), sid, previous),
+		);
 		if (result.served) this.#journal.settled(sid);
 		else this.#journal.destroyed(sid);
 	}
@@ -595,6 +646,8 @@ export class ResilientStore extends Store {
 		const sessions = this.#sessions!;
 		const journal = this.#journal;
 		const counts = { destroyed: 0, written: 0, touched: 0, restored: 0, lost: 0, failed: 0 };
+		// Users whose sessions were all ended during the outage: first of all.
+		counts.destroyed += await this.#users.replayEnds();
 
 		if (await this.#redisLostData()) counts.restored = await this.#restore(counts);
 
@@ -614,11 +667,12 @@ export class ResilientStore extends Store {
 		// Tombstones, not deletions: an instance that recovers later must find them, and
 		// not restore or write back what was destroyed here.
 		await this.#inBatches(journal.tombstoneEntries(), async ([sid, seq]) => {
-			if (await this.#writeOne(counts, 'SET', () => sessions.bury(sid).then(() => true))) counts.destroyed++;
+			const bury = () => this.#users.withDestroy(sessions.bury(sid), sid).then(() => true);
+			if (await this.#writeOne(counts, 'SET', bury)) counts.destroyed++;
 			journal.settleTombstone(sid, seq);
 		});
 
-		await this.#inBatches(journal.pendingEntries(), async ([sid, { kind, seq }]) => {
+		await this.#inBatches(journal.pendingEntries(), async ([sid, { kind, seq, at }]) => {
 			const session = await this.#memory.get(sid).catch(() => null);
 			// A request wrote a newer version meanwhile (to Redis, or again to memory):
 			// checked with no await before the command goes out, so an older one never
@@ -628,9 +682,8 @@ export class ResilientStore extends Store {
 			else if (kind === 'write') {
 				const text = this.#serializer.stringify(session);
 				const ttl = Math.max(ttlMs(this.#config, session), 1);
-				if (await this.#writeOne(counts, 'SET', async () => (await sessions.write(sid, text, ttl)) === 'written')) {
-					counts.written++;
-				}
+				const write = () => this.#users.withWrite(sessions.write(sid, text, ttl), sid, session, ttl, undefined, at);
+				if (await this.#writeOne(counts, 'SET', async () => (await write()) === 'written')) counts.written++;
 			} else {
 				const ttl = ttlMs(this.#config, session);
 				if (await this.#writeOne(counts, 'PEXPIRE', async () => (await sessions.renew(sid, ttl)) === 'written')) {
@@ -641,6 +694,8 @@ export class ResilientStore extends Store {
 			journal.settlePending(sid, seq);
 		});
 
+		// Sessions just written back whose user's sessions were ended after they were written.
+		counts.destroyed += await this.#users.checkRewritten();
 		if (Object.values(counts).some((count) => count > 0)) this.emit('writeback', counts);
 	}
 
@@ -657,6 +712,8 @@ export class ResilientStore extends Store {
 	async #restore(counts: { failed: number }): Promise<number> {
 		const { serializer, disableTTL } = this.#config;
 		const journal = this.#journal;
+		// Copies held through the outage were current when the link was lost.
+		const heldSince = this.#failover!.since.getTime();
 		let restored = 0;
 		const held = await this.#memory.all();
 		const sessions = held.filter(({ id }) => !journal.hasPendingWrite(id) && (this.#tracked || journal.isPending(id)));
@@ -671,7 +728,9 @@ export class ResilientStore extends Store {
 			const written = await this.#writeOne(
 				counts,
 				'SET NX',
-				async () => (await this.#sessions!.write(id, text, ttl, 'NX')) === 'written',
+				async () =>
+					(await this.#users.withWrite(this.#sessions!.write(id, text, ttl, 'NX'), id, data, ttl, undefined, heldSince)) ===
+					'written',
 			);
 			if (written) restored++;
 		});
