@@ -149,6 +149,28 @@ describe('a user\'s sessions on Redis, across two instances', () => {
 		expect(indexTtl).toBeGreaterThanOrEqual(sessionTtl);
 	});
 
+	it('renews the index entry of a session that another instance\'s reads keep alive', async () => {
+		const a = await instance(fixture.redis.url);
+		const b = await instance(fixture.redis.url);
+		const phone = await device(a.app, 'ann');
+		// As if the entry were written long ago, and the session kept alive by reads since.
+		await fixture.redis.command('ZADD', indexKey('ann'), 'XX', String(Date.now() + 1_000), phone.id);
+		expect(await whoOn(b.app, phone)).toBe('ann');
+		// The renewal goes out on its own; a later command on the same connection follows it.
+		await b.store.get(newSid());
+		const score = Number(await fixture.redis.command('ZSCORE', indexKey('ann'), phone.id));
+		const expiry = Date.now() + Number(await fixture.redis.command('PTTL', `sess:${phone.id}`));
+		expect(score).toBeGreaterThan(expiry);
+	});
+
+	it('keeps sessions that never expire in an index that never expires, with disableTTL', async () => {
+		const { app, store } = await instance(fixture.redis.url, { disableTTL: true });
+		const phone = await device(app, 'ann');
+		expect(Number(await fixture.redis.command('ZSCORE', indexKey('ann'), phone.id))).toBe(Infinity);
+		expect(Number(await fixture.redis.command('PTTL', indexKey('ann')))).toBe(-1);
+		expect(await store.sessionsOf('ann')).toEqual([{ id: phone.id, session: expect.objectContaining({ user: 'ann' }), expiresAt: null }]);
+	});
+
 	it('indexes nothing without the userId option, and both methods then reject with a TypeError', async () => {
 		const { app, store } = await instance(fixture.redis.url, { userId: undefined });
 		await device(app, 'ann');

@@ -135,8 +135,11 @@ interface Entry {
 export class UserIndex {
 	readonly #links: UserIndexLinks;
 	readonly #userId: ((session: SessionData) => string | undefined) | undefined;
-	/** What this instance last wrote to the index, by session id (bounded by `memory.max`). */
-	readonly #indexed = new Map<string, { user: string; score: number }>();
+	/**
+	 * What this instance last wrote to the index, by session id (bounded by `memory.max`):
+	 * the user (`null`: nobody, so a write of an anonymous session parses nothing) and score.
+	 */
+	readonly #indexed = new Map<string, { user: string | null; score: number }>();
 	/** Users whose sessions were ended during the outage, to end in Redis on recovery. */
 	readonly #ended = new Map<string, { at: number; except: string }>();
 	/** Sessions written back after an outage, to check against their user's end. */
@@ -173,17 +176,16 @@ export class UserIndex {
 	withWrite<T>(write: Promise<T>, sid: string, session: SessionData, ttl: number, previousText?: string, writtenAt?: number): Promise<T> {
 		if (!this.enabled || !this.#links.client) return write;
 		const user = this.userOf(session);
-		const previous = this.#indexed.get(sid)?.user;
+		const previous = this.#knownUser(sid, previousText);
 		const commands: Array<Promise<unknown>> = [write];
 		if (user !== undefined) commands.push(this.#add(sid, user, ttl));
-		if (previous !== undefined && previous !== user) commands.push(this.#remove(previous, sid));
-		else if (previous === undefined && previousText !== undefined) {
-			commands.push(
-				this.#userOfText(previousText).then((before) => (before !== undefined && before !== user ? this.#remove(before, sid) : undefined)),
-			);
+		else this.#remember(sid, null, 0);
+		if (typeof previous === 'string') {
+			if (previous !== user) commands.push(this.#remove(previous, sid));
+		} else if (previous) {
+			commands.push(previous.then((before) => before !== undefined && before !== user && this.#remove(before, sid)));
 		}
 
-		if (user === undefined) this.#indexed.delete(sid);
 		return Promise.all(commands).then(async () => {
 			const outcome = await write;
 			// Only a session really written back can be one an end must still reach.
@@ -202,8 +204,7 @@ export class UserIndex {
 	 */
 	withDestroy<T>(bury: Promise<T>, sid: string, previousText?: string): Promise<T> {
 		if (!this.enabled || !this.#links.client) return bury;
-		const known = this.#indexed.get(sid)?.user;
-		const user = known ?? (previousText === undefined ? undefined : this.#userOfText(previousText));
+		const user = this.#knownUser(sid, previousText);
 		if (user === undefined) return bury;
 		const removed = typeof user === 'string' ? this.#remove(user, sid) : user.then((u) => u && this.#remove(u, sid));
 		return Promise.all([bury, removed]).then(() => {
@@ -382,7 +383,17 @@ export class UserIndex {
 		);
 	}
 
-	#remember(sid: string, user: string, score: number): void {
+	/**
+	 * The user `sid` belonged to before this write or destroy, as far as this instance
+	 * knows: from what it indexed, else from the copy it held (parsed, so maybe later).
+	 */
+	#knownUser(sid: string, previousText: string | undefined): string | undefined | Promise<string | undefined> {
+		const record = this.#indexed.get(sid);
+		if (record) return record.user ?? undefined;
+		return previousText === undefined ? undefined : this.#userOfText(previousText);
+	}
+
+	#remember(sid: string, user: string | null, score: number): void {
 		this.#indexed.delete(sid);
 		this.#indexed.set(sid, { user, score });
 		if (this.#indexed.size > this.#links.config.memory.max) this.#indexed.delete(this.#indexed.keys().next().value!);
