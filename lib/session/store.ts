@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { RedisStore } from 'connect-redis';
 import { Store, type SessionData } from 'express-session';
 import { type Callback, settle } from '../callback.js';
@@ -7,6 +6,7 @@ import { StoreClosedError } from '../errors.js';
 import { type Attempt, type Backend, Failover } from '../redis/failover.js';
 import { OnceLogger } from '../logger.js';
 import { describe } from '../options/checks.js';
+import { EpochWatch } from './epoch.js';
 import { MemorySide } from './memory-side.js';
 import {
 	renewedTtlMs,
@@ -148,8 +148,8 @@ export class ResilientStore extends Store {
 	readonly #tracked: boolean;
 	/** Reads in flight, by session id: an invalidation during one makes its copy stale. */
 	readonly #reads = new Map<string, Set<{ stale: boolean }>>();
-	/** The marker last seen in Redis; a different or missing one means Redis lost its data. */
-	#epoch: string | undefined;
+	/** Notices a Redis that lost its data (`undefined` on a memory-only store). */
+	readonly #epoch: EpochWatch | undefined;
 	#closed = false;
 
 	constructor(options: ResilientStoreOptions = {}) {
@@ -225,7 +225,8 @@ export class ResilientStore extends Store {
 			pending: () => !this.#journal.isEmpty || this.#users.pending,
 		});
 		this.#users = this.#userIndex();
-		this.#learnEpoch();
+		this.#epoch = new EpochWatch(client, this.#failover, config.prefix, this.#log);
+		this.#epoch.learn(() => this.#closed);
 	}
 
 	#userIndex(): UserIndex {
@@ -595,46 +596,6 @@ export class ResilientStore extends Store {
 		connectInBackground(client);
 	}
 
-	get #epochKey(): string {
-		return `resilient-session:epoch:${this.#config.prefix}`;
-	}
-
-	/** Learns the marker once Redis first answers, so that a later loss of data is noticed. */
-	#learnEpoch(): void {
-		void this.#failover!.whenReady().then(() => {
-			if (this.#epoch === undefined && !this.#closed) return this.#redisLostData();
-		}).catch(() => {});
-	}
-
-	/**
-	 * Whether Redis lost its data since this store last saw it (restarted without
-	 * persistence, or flushed): the marker key this store keeps there is gone or replaced.
-	 */
-	async #redisLostData(): Promise<boolean> {
-		const failover = this.#failover!;
-		const client = this.#client!;
-		const fresh = randomUUID();
-		try {
-			const created = await failover.run('SET NX', () =>
-				client.set(this.#epochKey, fresh, { condition: 'NX' }),
-			);
-			const current = created ? fresh : ((await failover.run('GET', () => client.get(this.#epochKey))) as string);
-			const lost = this.#epoch !== undefined && current !== this.#epoch;
-			this.#epoch = current;
-			return lost;
-		} catch (error) {
-			if (isRedisFailure(error)) throw error;
-			// Refused (an ACL that allows only the session prefix, say): the store works on,
-			// without noticing that Redis lost its data.
-			this.#log.warn(
-				'epoch-refused',
-				`resilient-session: Redis refused the marker key ${this.#epochKey} (${(error as Error).message}): ` +
-					'a Redis that restarts empty is not noticed, so sessions are not restored from memory',
-			);
-			return false;
-		}
-	}
-
 	/**
 	 * Brings Redis up to date after an outage, in the order that keeps logouts done:
 	 * restore what Redis lost, destroy, write, touch. Rejects when Redis fails meanwhile;
@@ -649,7 +610,7 @@ export class ResilientStore extends Store {
 		// Users whose sessions were all ended during the outage: first of all.
 		counts.destroyed += await this.#users.replayEnds();
 
-		if (await this.#redisLostData()) counts.restored = await this.#restore(counts);
+		if (await this.#epoch!.lostData()) counts.restored = await this.#restore(counts);
 
 		if (journal.cleared) {
 			try {
