@@ -15,10 +15,21 @@ const fixture = useStoreFactory();
 const indexKey = (user: string) => `resilient-session:user:{${user}}:sess:`;
 const indexed = async (user: string) => ((await fixture.redis.command('ZRANGE', indexKey(user), '0', '-1')) as string[]).sort();
 
-/** An instance of the app: a store with `userId` on `url`, its first connection made. */
+/**
+ * An instance of the app: a store with `userId` on `url`, its first connection made. The
+ * outages here are kills and cuts, seen at once: a long deadline keeps a loaded test
+ * machine from making one of its own.
+ */
 const instance = async (url: string | undefined, options: ResilientStoreOptions = {}) => {
 	const store = fixture.stores.track(
-		new ResilientStore({ ...(url && { url }), logger: silentLogger, ...fastFailover, userId: userOfSession, ...options }),
+		new ResilientStore({
+			...(url && { url }),
+			logger: silentLogger,
+			...fastFailover,
+			timeoutMs: 2_000,
+			userId: userOfSession,
+			...options,
+		}),
 	);
 	if (url) await store.length();
 	return { store, app: createDevicesApp(store) };
@@ -323,7 +334,7 @@ describe('a user\'s sessions on a Redis Cluster', () => {
 		client.on('error', () => {});
 		await client.connect();
 		clients.push(client);
-		return instance(undefined, { client: client as never, timeoutMs: 500 });
+		return instance(undefined, { client: client as never });
 	};
 
 	it('lists and ends a user\'s sessions across two instances, one slot per user', async () => {
