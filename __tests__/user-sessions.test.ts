@@ -86,6 +86,7 @@ describe('a user\'s sessions on Redis, across two instances', () => {
 
 		const { body } = await phone.agent.post('/logout-others').expect(200);
 		expect(body).toMatchObject({ ended: 2, backend: 'redis' });
+		expect(await indexed('ann')).toEqual([phone.id]);
 
 		for (const app of [a.app, b.app]) {
 			expect(await whoOn(app, phone)).toBe('ann');

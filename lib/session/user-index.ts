@@ -198,8 +198,9 @@ export class UserIndex {
 		}
 
 		const ended = live.filter((session) => session.id !== except);
+		// Known now: each destroy takes its id out of the index with its tombstone.
+		for (const session of ended) this.#remember(session.id, id, 0);
 		await Promise.all(ended.map((session) => this.#links.destroy(session.id)));
-		// Destroyed on another instance's copy: what is left in the index goes on its next read.
 		return ended.length;
 	}
 
@@ -408,6 +409,8 @@ export class UserIndex {
 	/** Ends the sessions this instance holds, and journals the end of the user for Redis. */
 	async #endHeld(user: string, mark: { at: number; except: string }): Promise<number> {
 		const ended = (await this.#listHeld(user)).filter(({ id }) => id !== mark.except);
+		// Known now: the write-back of each tombstone takes its id out of the index too.
+		if (this.#links.client) for (const { id } of ended) this.#remember(id, user, 0);
 		await Promise.all(ended.map(({ id }) => this.#links.destroy(id)));
 		if (this.#links.client) {
 			this.#ended.delete(user);
