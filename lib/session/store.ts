@@ -598,9 +598,11 @@ export class ResilientStore extends Store {
 
 	/**
 	 * Brings Redis up to date after an outage, in the order that keeps logouts done:
-	 * restore what Redis lost, destroy, write, touch. Rejects when Redis fails meanwhile;
-	 * the failover then stays on memory and tries again later. Every step is idempotent,
-	 * since a write that failed on a dropped socket may have reached Redis anyway.
+	 * end the users ended during the outage, restore what Redis lost, destroy, write,
+	 * touch, then check what was written back against the ends of users. Rejects when
+	 * Redis fails meanwhile; the failover then stays on memory and tries again later.
+	 * Every step is idempotent, since a write that failed on a dropped socket may have
+	 * reached Redis anyway.
 	 */
 	async #writeBack(): Promise<void> {
 		const failover = this.#failover!;
