@@ -35,6 +35,9 @@ describe('ResilientStore options', () => {
 		[{ serializer: { parse: JSON.parse } }, /`serializer` must be an object with parse\(\) and stringify\(\)/],
 		[{ logger: { warn() {} } }, /`logger` must be an object with warn\(\) and error\(\)/],
 		[{ recoverAfterProbes: 0 }, /`recoverAfterProbes`/],
+		[{ userId: 'user.id' }, /`userId` must be a function; got "user.id"/],
+		[{ maxSessionsPerUser: 0 }, /`maxSessionsPerUser` must be a whole number of at least 1; got 0/],
+		[{ userID: () => 'ann' }, /ResilientStore has no option `userID` \(did you mean `userId`\?\)/],
 	])('throws a TypeError naming the option for %j', (options, message) => {
 		expect(create(options)).toThrow(TypeError);
 		expect(create(options)).toThrow(message);

@@ -121,3 +121,34 @@ describe('Redis round trips per request', () => {
 		expect(store.backend).toBe('redis');
 	});
 });
+
+describe('Redis round trips per request with sessions indexed by user', () => {
+	/** Round trips of a login, a read and a write, on a store with `options`, scripts loaded. */
+	const figures = async (options: ResilientStoreOptions) => {
+		// A deadline no load on the test machine misses: a fallback would count no round trip at all.
+		const store = new ResilientStore({ url: proxy.url, logger: silentLogger, timeoutMs: 10_000, ...options });
+		stores.push(store);
+		await store.length();
+		const app = createApp(store, { cookie: { maxAge: HOUR_MS } });
+		// A first login and visit load every script into the server.
+		const warm = request.agent(app);
+		await warm.post('/login?user=ann').expect(200);
+		await warm.get('/count').expect(200);
+		await warm.post('/login?user=ann').expect(200);
+		const agent = request.agent(app);
+		const login = await roundTrips(() => agent.post('/login?user=ann').expect(200));
+		const read = await roundTrips(() => agent.get('/whoami').expect(200, /"user":"ann"/));
+		const write = await roundTrips(() => agent.get('/count').expect(200));
+		expect(store.backend).toBe('redis');
+		return { login, read, write };
+	};
+
+	it('costs a login, a read and a write no more round trips than without userId', async () => {
+		const plain = await figures({});
+		const indexed = await figures({ userId: (session) => session.user });
+		// The read and the write's read are served by the copy the login left.
+		expect(plain).toEqual({ login: 2, read: 0, write: 1 });
+		expect(indexed).toEqual(plain);
+		expect(Number(await redis.command('ZCARD', 'resilient-session:user:{ann}:sess:'))).toBe(2);
+	});
+});

@@ -4,6 +4,7 @@ export type { WriteBackResult } from './session/write-back.js';
 export type { Backend } from './redis/failover.js';
 export { storeDefaults } from './session/options.js';
 export type { MemoryOptions, ResilientStoreOptions, Serializer } from './session/options.js';
+export type { DestroySessionsOfOptions, UserSession } from './session/user-index.js';
 export type { RedisClient } from './redis/client.js';
 export { rateLimit, rateLimitDefaults } from './rate-limit/rate-limit.js';
 export type { RateLimitConfig, RateLimitHandler, RateLimitMessage, RateLimitOptions } from './rate-limit/rate-limit.js';

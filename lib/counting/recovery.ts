@@ -1,5 +1,4 @@
-import { randomUUID } from 'node:crypto';
-import { isRedisFailure } from '../redis/client.js';
+import { EpochWatch } from '../redis/epoch.js';
 import type { Failover } from '../redis/failover.js';
 import type { RedisLink } from '../redis/link.js';
 import { debug } from '../logger.js';
@@ -22,6 +21,9 @@ export interface Recoverable {
  */
 const EPOCH_KEY = 'resilient-session:epoch:counts';
 
+/** After a failure, the marker is learned again this much later. */
+const EPOCH_RETRY_MS = 250;
+
 /**
  * The engines on one failover, with one recovery step and one listener per event
  * between them, however many middlewares share the store.
@@ -38,8 +40,8 @@ class Recovery {
 		for (const engine of this.engines) engine.flushSoon();
 	};
 
-	/** The epoch last seen; `undefined` until Redis first answered. */
-	#epoch: string | undefined;
+	/** Notices a Redis that lost its data. Refused (an ACL): never known lost. */
+	readonly #epoch: EpochWatch;
 
 	constructor(link: RedisLink) {
 		this.#link = link;
@@ -51,10 +53,12 @@ class Recovery {
 		// and the store would never return. What arrives between this flush and the
 		// switch is merged right after ('recover').
 		this.#removeStep = failover.addRecoveryStep({ flush: () => this.#flush(), pending: () => false });
-		void failover
-			.whenReady()
-			.then(() => this.#redisLostData())
-			.catch(() => {});
+		// Refused (an ACL that allows only the counts' prefixes, say): counting works on,
+		// without noticing that Redis lost its data.
+		this.#epoch = new EpochWatch(link.client, failover, EPOCH_KEY, (key, error) => {
+			for (const engine of this.engines) engine.markerRefused(key, error);
+		});
+		this.#epoch.learn(() => this.engines.size === 0, EPOCH_RETRY_MS);
 	}
 
 	leave(engine: Recoverable): boolean {
@@ -67,30 +71,9 @@ class Recovery {
 	}
 
 	async #flush(): Promise<void> {
-		const lost = await this.#redisLostData();
+		const lost = await this.#epoch.lostData();
 		if (lost) debug('Redis lost its data: counts held in memory are merged back');
 		for (const engine of [...this.engines]) await engine.flush(lost);
-	}
-
-	/** Whether the epoch changed since last seen; learns it. Refused (an ACL): never known lost. */
-	async #redisLostData(): Promise<boolean> {
-		const { failover, client } = this.#link;
-		const fresh = randomUUID();
-		let current: string;
-		try {
-			const created = await failover.run('SET NX', () => client.set(EPOCH_KEY, fresh, { condition: 'NX' }));
-			current = created ? fresh : String(await failover.run('GET', () => client.get(EPOCH_KEY)));
-		} catch (error) {
-			if (isRedisFailure(error)) throw error;
-			// Refused (an ACL that allows only the counts' prefixes, say): counting works on,
-			// without noticing that Redis lost its data.
-			for (const engine of this.engines) engine.markerRefused(EPOCH_KEY, error as Error);
-			return false;
-		}
-
-		const lost = this.#epoch !== undefined && current !== this.#epoch;
-		this.#epoch = current;
-		return lost;
 	}
 }
 

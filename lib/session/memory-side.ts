@@ -77,6 +77,12 @@ export class MemorySide {
 		if (this.#lru.peek(sid) !== undefined) this.#info.set(sid, info);
 	}
 
+	/** The text of the session held for `sid`, without parsing it: `undefined` for none or a tombstone. */
+	peek(sid: string): string | undefined {
+		const text = this.#lru.peek(sid);
+		return text === TOMBSTONE ? undefined : text;
+	}
+
 	/** Whether `sid` was destroyed here (or found destroyed in Redis) within `tombstoneTtlMs`. */
 	isDestroyed(sid: string): boolean {
 		return this.#lru.peek(sid) === TOMBSTONE;

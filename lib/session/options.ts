@@ -2,6 +2,7 @@ import type { SessionData } from 'express-session';
 import type { Logger } from '../logger.js';
 import {
 	checkBoolean,
+	checkFunction,
 	checkInteger,
 	checkLogger,
 	checkObject,
@@ -165,6 +166,23 @@ export interface ResilientStoreOptions {
 	 */
 	readonly reconnectMaxDelayMs?: number;
 	/**
+	 * Which user a session belongs to, for {@link ResilientStore.sessionsOf} and
+	 * {@link ResilientStore.destroySessionsOf}: for example `(session) => session.user?.id`.
+	 * A session for which it returns `undefined` (or an empty string) belongs to nobody.
+	 * With it, every write of a session also updates its user's index in Redis, sent
+	 * with the session itself (no extra round trip); without it, nothing is indexed.
+	 * @default undefined
+	 */
+	readonly userId?: (session: SessionData) => string | undefined;
+	/**
+	 * The most sessions one user may have. Past it, a write of a new session of that
+	 * user destroys (as a logout) the user's sessions that expire first, so that
+	 * `destroySessionsOf` always reaches every session of the user and no index grows
+	 * without bound. Used only with `userId`.
+	 * @default 100
+	 */
+	readonly maxSessionsPerUser?: number;
+	/**
 	 * Where warnings and errors go.
 	 * @default console
 	 */
@@ -190,6 +208,7 @@ export const storeDefaults = Object.freeze({
 	nearCache: true,
 	nearCacheMaxLagMs: 1_000,
 	reconnectMaxDelayMs: 500,
+	maxSessionsPerUser: 100,
 });
 
 /** {@link ResilientStoreOptions} with every default applied and every value checked. */
@@ -213,6 +232,8 @@ export interface StoreConfig {
 	readonly nearCache: boolean;
 	readonly nearCacheMaxLagMs: number;
 	readonly reconnectMaxDelayMs: number;
+	readonly userId: ((session: SessionData) => string | undefined) | undefined;
+	readonly maxSessionsPerUser: number;
 	readonly logger: Logger;
 }
 
@@ -264,6 +285,8 @@ const KNOWN_OPTIONS = Object.freeze({
 	nearCache: true,
 	nearCacheMaxLagMs: true,
 	reconnectMaxDelayMs: true,
+	userId: true,
+	maxSessionsPerUser: true,
 	logger: true,
 } satisfies Record<keyof ResilientStoreOptions, true>);
 
@@ -337,6 +360,8 @@ export const resolveStoreOptions = (options: ResilientStoreOptions = {}): StoreC
 		nearCache: checkBoolean('nearCache', pick('nearCache')),
 		nearCacheMaxLagMs: checkInteger('nearCacheMaxLagMs', pick('nearCacheMaxLagMs'), 1),
 		reconnectMaxDelayMs: checkInteger('reconnectMaxDelayMs', pick('reconnectMaxDelayMs'), 0),
+		userId: given.userId === undefined ? undefined : checkFunction('userId', given.userId),
+		maxSessionsPerUser: checkInteger('maxSessionsPerUser', pick('maxSessionsPerUser'), 1),
 		logger: checkLogger(given.logger ?? console),
 	});
 };

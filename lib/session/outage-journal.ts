@@ -3,6 +3,13 @@ import type { OnceLogger } from '../logger.js';
 /** What has to be done in Redis for one session when it comes back. */
 export type PendingKind = 'write' | 'touch';
 
+/** A write or touch waiting for Redis: its sequence number, and when it happened (epoch ms). */
+export interface PendingEntry {
+	readonly kind: PendingKind;
+	readonly seq: number;
+	readonly at: number;
+}
+
 export interface JournalLimits {
 	readonly maxTombstones: number;
 	readonly maxPending: number;
@@ -22,7 +29,7 @@ export interface JournalLimits {
  */
 export class OutageJournal {
 	readonly #tombstones = new Map<string, number>();
-	readonly #pending = new Map<string, { kind: PendingKind; seq: number }>();
+	readonly #pending = new Map<string, PendingEntry>();
 	readonly #limits: JournalLimits;
 	readonly #log: OnceLogger;
 	#cleared = false;
@@ -92,7 +99,7 @@ export class OutageJournal {
 		return [...this.#tombstones];
 	}
 
-	pendingEntries(): Array<[sid: string, entry: { kind: PendingKind; seq: number }]> {
+	pendingEntries(): Array<[sid: string, entry: PendingEntry]> {
 		return [...this.#pending];
 	}
 
@@ -138,7 +145,7 @@ export class OutageJournal {
 	#note(sid: string, kind: PendingKind): void {
 		// Re-inserted at the end, so that the oldest entry is the first in the map.
 		this.#pending.delete(sid);
-		this.#pending.set(sid, { kind, seq: ++this.#seq });
+		this.#pending.set(sid, { kind, seq: ++this.#seq, at: Date.now() });
 		if (this.#pending.size > this.#limits.maxPending) {
 			this.#dropOldest(this.#pending);
 			this.#log.warn(

@@ -22,6 +22,7 @@ import { NearCache } from './near-cache.js';
 import { RedisSessions, TOMBSTONE } from './redis-sessions.js';
 import { BULK_DEADLINES, WriteBack, type WriteBackResult } from './write-back.js';
 import { markLoaded } from './request-session.js';
+import { type DestroySessionsOfOptions, UserIndex, type UserSession } from './user-index.js';
 import {
 	connectInBackground,
 	createOwnedClient,
@@ -100,6 +101,8 @@ export class ResilientStore extends Store {
 	 */
 	readonly #tracked: boolean;
 	readonly #nearCache: NearCache;
+	/** Each user's sessions (the `userId` option). */
+	readonly #users: UserIndex;
 	#closed = false;
 
 	constructor(options: ResilientStoreOptions = {}) {
@@ -139,6 +142,7 @@ export class ResilientStore extends Store {
 				);
 			}
 
+			this.#users = this.#userIndex();
 			return;
 		}
 
@@ -169,6 +173,7 @@ export class ResilientStore extends Store {
 			this.emit('fallback', error);
 		});
 		this.#failover.on('recover', () => this.emit('recover'));
+		this.#users = this.#userIndex();
 		const writeBack = new WriteBack({
 			config,
 			client,
@@ -179,13 +184,27 @@ export class ResilientStore extends Store {
 			log: this.#log,
 			serializer: this.#serializer,
 			tracked: this.#tracked,
+			users: this.#users,
 			emit: (result) => this.emit('writeback', result),
 		});
 		this.#failover.addRecoveryStep({
 			flush: () => writeBack.run(),
-			pending: () => !this.#journal.isEmpty,
+			pending: () => !this.#journal.isEmpty || this.#users.pending,
 		});
 		writeBack.learnEpoch(() => this.#closed);
+	}
+
+	#userIndex(): UserIndex {
+		return new UserIndex({
+			config: this.#config,
+			log: this.#log,
+			memory: this.#memory,
+			client: this.#client,
+			failover: this.#failover,
+			sessions: this.#sessions,
+			destroy: (sid) => this.destroy(sid),
+			isDestroyed: (sid) => this.#isDestroyed(sid),
+		});
 	}
 
 	/** Where operations go right now: `'redis'` or `'memory'`. */
@@ -239,6 +258,28 @@ export class ResilientStore extends Store {
 	 */
 	destroy(sid: string, callback?: Callback<void>): Promise<void> {
 		return settle(this.#destroy(sid), callback);
+	}
+
+	/**
+	 * The live sessions of a user (as the `userId` option tells), from every instance,
+	 * the latest to expire first. During an outage: those this instance holds.
+	 */
+	sessionsOf(userId: string, callback?: Callback<UserSession[]>): Promise<UserSession[] | undefined> {
+		return settle(Promise.resolve().then(() => (this.#assertOpen('sessionsOf'), this.#users.list(userId))), callback);
+	}
+
+	/**
+	 * Destroys every session of a user but `except` (the current one, say), on every
+	 * instance, each as a logout is; resolves with how many. During an outage, those this
+	 * instance holds at once, and the others when Redis returns, before anything else.
+	 */
+	destroySessionsOf(
+		userId: string,
+		options?: DestroySessionsOfOptions | Callback<number>,
+		callback?: Callback<number>,
+	): Promise<number | undefined> {
+		const [given, done] = typeof options === 'function' ? [undefined, options] : [options, callback];
+		return settle(Promise.resolve().then(() => (this.#assertOpen('destroySessionsOf'), this.#users.end(userId, given))), done);
 	}
 
 	/** Every session, each with its `id`. During an outage: those held by this instance. */
@@ -310,7 +351,7 @@ export class ResilientStore extends Store {
 			return null;
 		}
 
-		const { text, left } = read.value;
+		const { text, ttl: fullTtl, left } = read.value;
 		if (text === TOMBSTONE) {
 			this.#memory.bury(sid);
 			return null;
@@ -332,6 +373,9 @@ export class ResilientStore extends Store {
 			const expiresAt = left === undefined ? 0 : Date.now() + left;
 			this.#memory.keepWarm(sid, text, ttl, { expiresAt, generation: this.#nearCache.generation });
 		}
+
+		// The read renewed the expiry itself (lazy renewal leaves it alone when not due).
+		if (left !== undefined && left === fullTtl) this.#users.extended(sid, session, left);
 
 		return session;
 	}
@@ -382,10 +426,13 @@ export class ResilientStore extends Store {
 		// cannot encode rejects, in every mode (memorystore would keep the previous version
 		// and report nothing).
 		const text = this.#serializer.stringify(session);
+		const previous = this.#users.enabled ? this.#memory.peek(sid) : undefined;
 		this.#memory.keepWarm(sid, text, ttl);
 		if (!this.#sessions) return;
 		const generation = this.#nearCache.generation;
-		const result = await this.#attempt('set', 'SET', () => this.#sessions!.write(sid, text, ttl));
+		const result = await this.#attempt('set', 'SET', () =>
+			this.#users.withWrite(this.#sessions!.write(sid, text, ttl), sid, session, ttl, previous),
+		);
 		if (!result.served) return this.#journal.written(sid);
 		this.#journal.settled(sid);
 		// Destroyed in Redis, by this instance or another: the destroy wins.
@@ -410,7 +457,10 @@ export class ResilientStore extends Store {
 		const result = await this.#attempt('touch', 'PEXPIRE', () => this.#sessions!.renew(sid, ttl));
 		if (!result.served) this.#journal.touched(sid);
 		else if (result.value === 'refused') this.#memory.bury(sid);
-		else if (result.value === 'written') this.#memory.describe(sid, { expiresAt: Date.now() + ttl, generation });
+		else if (result.value === 'written') {
+			this.#memory.describe(sid, { expiresAt: Date.now() + ttl, generation });
+			this.#users.extended(sid, session, ttl);
+		}
 	}
 
 	/** Whether renewing `sid` to `ttl` ms from now moves its known expiry far enough to be sent. */
@@ -422,9 +472,12 @@ export class ResilientStore extends Store {
 
 	async #destroy(sid: string): Promise<void> {
 		this.#assertOpen('destroy');
+		const previous = this.#users.enabled ? this.#memory.peek(sid) : undefined;
 		this.#memory.bury(sid);
 		if (!this.#sessions) return;
-		const result = await this.#attempt('destroy', 'SET', () => this.#sessions!.bury(sid));
+		const result = await this.#attempt('destroy', 'SET', () =>
+			this.#users.withDestroy(this.#sessions!.bury(sid), sid, previous),
+		);
 		if (result.served) this.#journal.settled(sid);
 		else this.#journal.destroyed(sid);
 	}

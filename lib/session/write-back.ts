@@ -1,10 +1,11 @@
-import { randomUUID } from 'node:crypto';
 import type { Serializer, StoreConfig } from './options.js';
 import { renewedTtlMs, ttlMs } from './options.js';
 import type { MemorySide } from './memory-side.js';
 import type { OutageJournal } from './outage-journal.js';
 import type { RedisSessions } from './redis-sessions.js';
+import type { UserIndex } from './user-index.js';
 import { isRedisFailure, type RedisClient } from '../redis/client.js';
+import { EpochWatch } from '../redis/epoch.js';
 import type { Failover } from '../redis/failover.js';
 import type { OnceLogger } from '../logger.js';
 
@@ -43,6 +44,8 @@ export interface WriteBackParts {
 	readonly serializer: Serializer;
 	/** Whether the store's copies are kept current by Redis's invalidations. */
 	readonly tracked: boolean;
+	/** Each user's sessions: ends of users replayed first, write-backs checked against them. */
+	readonly users: UserIndex;
 	/** Reports what a write-back did (the store's `'writeback'` event). */
 	readonly emit: (result: WriteBackResult) => void;
 }
@@ -54,7 +57,6 @@ export interface WriteBackParts {
  */
 export class WriteBack {
 	readonly #config: StoreConfig;
-	readonly #client: RedisClient;
 	readonly #failover: Failover;
 	readonly #sessions: RedisSessions;
 	readonly #memory: MemorySide;
@@ -62,14 +64,12 @@ export class WriteBack {
 	readonly #log: OnceLogger;
 	readonly #serializer: Serializer;
 	readonly #tracked: boolean;
+	readonly #users: UserIndex;
 	readonly #emit: (result: WriteBackResult) => void;
-	readonly #epochKey: string;
-	/** The marker last seen in Redis; a different or missing one means Redis lost its data. */
-	#epoch: string | undefined;
+	readonly #epoch: EpochWatch;
 
 	constructor(parts: WriteBackParts) {
 		this.#config = parts.config;
-		this.#client = parts.client;
 		this.#failover = parts.failover;
 		this.#sessions = parts.sessions;
 		this.#memory = parts.memory;
@@ -77,53 +77,23 @@ export class WriteBack {
 		this.#log = parts.log;
 		this.#serializer = parts.serializer;
 		this.#tracked = parts.tracked;
+		this.#users = parts.users;
 		this.#emit = parts.emit;
-		this.#epochKey = `resilient-session:epoch:${parts.config.prefix}`;
+		// Refused (an ACL that allows only the session prefix, say): the store works on,
+		// without noticing that Redis lost its data.
+		this.#epoch = new EpochWatch(parts.client, parts.failover, `resilient-session:epoch:${parts.config.prefix}`, (key, error) =>
+			this.#log.warn(
+				'epoch-refused',
+				`resilient-session: Redis refused the marker key ${key} (${error.message}): ` +
+					'a Redis that restarts empty is not noticed, so sessions are not restored from memory',
+			),
+		);
 	}
 
 	/** Learns the marker once Redis first answers, so that a later loss of data is noticed. */
 	learnEpoch(isClosed: () => boolean): void {
-		const learn = async (): Promise<void> => {
-			if (this.#epoch !== undefined || isClosed()) return;
-			try {
-				await this.#redisLostData();
-			} catch {
-				// Redis failed meanwhile: try again, or a loss of data would go unnoticed.
-				setTimeout(() => void learn(), this.#config.probeIntervalMs).unref();
-			}
-		};
-		void this.#failover.whenReady().then(learn);
+		this.#epoch.learn(isClosed, this.#config.probeIntervalMs);
 	}
-
-	/**
-	 * Whether Redis lost its data since this store last saw it (restarted without
-	 * persistence, or flushed): the marker key this store keeps there is gone or replaced.
-	 */
-	async #redisLostData(): Promise<boolean> {
-		const failover = this.#failover;
-		const client = this.#client;
-		const fresh = randomUUID();
-		try {
-			const created = await failover.run('SET NX', () =>
-				client.set(this.#epochKey, fresh, { condition: 'NX' }),
-			);
-			const current = created ? fresh : ((await failover.run('GET', () => client.get(this.#epochKey))) as string);
-			const lost = this.#epoch !== undefined && current !== this.#epoch;
-			this.#epoch = current;
-			return lost;
-		} catch (error) {
-			if (isRedisFailure(error)) throw error;
-			// Refused (an ACL that allows only the session prefix, say): the store works on,
-			// without noticing that Redis lost its data.
-			this.#log.warn(
-				'epoch-refused',
-				`resilient-session: Redis refused the marker key ${this.#epochKey} (${(error as Error).message}): ` +
-					'a Redis that restarts empty is not noticed, so sessions are not restored from memory',
-			);
-			return false;
-		}
-	}
-
 
 	/**
 	 * Brings Redis up to date after an outage, in the order that keeps logouts done:
@@ -136,8 +106,10 @@ export class WriteBack {
 		const sessions = this.#sessions;
 		const journal = this.#journal;
 		const counts = { destroyed: 0, written: 0, touched: 0, restored: 0, lost: 0, failed: 0 };
+		// Users whose sessions were all ended during the outage: first of all.
+		counts.destroyed += await this.#users.replayEnds();
 
-		if (await this.#redisLostData()) counts.restored = await this.#restore(counts);
+		if (await this.#epoch.lostData()) counts.restored = await this.#restore(counts);
 
 		if (journal.cleared) {
 			try {
@@ -155,11 +127,12 @@ export class WriteBack {
 		// Tombstones, not deletions: an instance that recovers later must find them, and
 		// not restore or write back what was destroyed here.
 		await this.#inBatches(journal.tombstoneEntries(), async ([sid, seq]) => {
-			if (await this.#writeOne(counts, 'SET', () => sessions.bury(sid).then(() => true))) counts.destroyed++;
+			const bury = () => this.#users.withDestroy(sessions.bury(sid), sid).then(() => true);
+			if (await this.#writeOne(counts, 'SET', bury)) counts.destroyed++;
 			journal.settleTombstone(sid, seq);
 		});
 
-		await this.#inBatches(journal.pendingEntries(), async ([sid, { kind, seq }]) => {
+		await this.#inBatches(journal.pendingEntries(), async ([sid, { kind, seq, at }]) => {
 			const session = await this.#memory.get(sid).catch(() => null);
 			// A request wrote a newer version meanwhile (to Redis, or again to memory):
 			// checked with no await before the command goes out, so an older one never
@@ -169,9 +142,8 @@ export class WriteBack {
 			else if (kind === 'write') {
 				const text = this.#serializer.stringify(session);
 				const ttl = Math.max(ttlMs(this.#config, session), 1);
-				if (await this.#writeOne(counts, 'SET', async () => (await sessions.write(sid, text, ttl)) === 'written')) {
-					counts.written++;
-				}
+				const write = () => this.#users.withWrite(sessions.write(sid, text, ttl), sid, session, ttl, undefined, at);
+				if (await this.#writeOne(counts, 'SET', async () => (await write()) === 'written')) counts.written++;
 			} else {
 				const ttl = ttlMs(this.#config, session);
 				if (await this.#writeOne(counts, 'PEXPIRE', async () => (await sessions.renew(sid, ttl)) === 'written')) {
@@ -182,6 +154,8 @@ export class WriteBack {
 			journal.settlePending(sid, seq);
 		});
 
+		// Sessions just written back whose user's sessions were ended after they were written.
+		counts.destroyed += await this.#users.checkRewritten();
 		if (Object.values(counts).some((count) => count > 0)) this.#emit(counts);
 	}
 
@@ -198,6 +172,8 @@ export class WriteBack {
 	async #restore(counts: { failed: number }): Promise<number> {
 		const { serializer, disableTTL } = this.#config;
 		const journal = this.#journal;
+		// Copies held through the outage were current when the link was lost.
+		const heldSince = this.#failover.since.getTime();
 		let restored = 0;
 		const held = await this.#memory.all();
 		const sessions = held.filter(({ id }) => !journal.hasPendingWrite(id) && (this.#tracked || journal.isPending(id)));
@@ -212,7 +188,9 @@ export class WriteBack {
 			const written = await this.#writeOne(
 				counts,
 				'SET NX',
-				async () => (await this.#sessions.write(id, text, ttl, 'NX')) === 'written',
+				async () =>
+					(await this.#users.withWrite(this.#sessions.write(id, text, ttl, 'NX'), id, data, ttl, undefined, heldSince)) ===
+					'written',
 			);
 			if (written) restored++;
 		});
