@@ -1,0 +1,93 @@
+import { createCluster } from 'redis';
+import { type RedisClient, ResilientStore, silentLogger, storeDefaults } from '../lib/index.js';
+import { newSid } from './helpers/app.js';
+import { type DrillResult, runDrill } from './helpers/drill.js';
+import { RedisCluster } from './helpers/redis-cluster.js';
+import { fastFailover } from './helpers/stores.js';
+
+// A real cluster of three masters, each with a replica that takes over about two seconds
+// after its master stops answering (node timeout 1 s, then the election).
+jest.setTimeout(60_000);
+
+let cluster: RedisCluster;
+const cleanups: Array<() => unknown> = [];
+
+beforeAll(async () => {
+	cluster = await RedisCluster.start({ replicas: 1, nodeTimeoutMs: 1_000 });
+});
+
+afterEach(async () => {
+	for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+afterAll(() => cluster?.stop());
+
+/** As the README asks of a client the caller owns: no offline queue, reconnects forever. */
+const nodeDefaults = { disableOfflineQueue: true, socket: { reconnectStrategy: () => 100 } };
+
+const storeOn = (client: { on(event: string, listener: () => void): unknown }) => {
+	client.on('error', () => {});
+	const store = new ResilientStore({ client: client as unknown as RedisClient, logger: silentLogger, ...fastFailover });
+	cleanups.push(() => store.close());
+	return store;
+};
+
+/**
+ * Kills a master that has a replica, with users spread over every master (two each) and
+ * late users likewise (one each), so that the dead shard holds sessions of both.
+ */
+const drillOnCluster = async (store: ResilientStore, client: RedisClient, tag: string): Promise<DrillResult> => {
+	const keyOf = (sid: string) => `${storeDefaults.prefix}${sid}`;
+	const [victimPort] = await cluster.mastersWithReplicas();
+	const victim = cluster.nodes.find((node) => node.port === victimPort)!;
+	const sids = await cluster.idsOnEveryMaster(3, keyOf, newSid);
+	const [users, lateUsers, sidOf] = [[] as string[], [] as string[], new Map<string, string>()];
+	for (const [port, ids] of sids) {
+		ids.forEach((sid, i) => {
+			const user = `${tag}-${port}-${i}`;
+			(i < 2 ? users : lateUsers).push(user);
+			sidOf.set(user, sid);
+		});
+	}
+
+	const slot = await cluster.slotOf(keyOf(sids.get(victim.port)![0]!));
+	return runDrill({
+		store,
+		client,
+		users,
+		lateUsers,
+		sidOf,
+		kill: () => victim.kill(),
+		served: async () => void (await cluster.promotedFrom(slot, victim.port)),
+	});
+};
+
+const expectSurvived = async (store: ResilientStore, result: DrillResult) => {
+	const { traffic } = result;
+	expect(traffic.failed).toEqual([]);
+	expect(traffic.samples.some((sample) => sample.body.backend === 'memory')).toBe(true);
+	expect(traffic.samples.at(-1)!.body.backend).toBe('redis');
+	expect(store.backend).toBe('redis');
+	for (const { id } of result.users) {
+		const counts = traffic.samples.filter((sample) => sample.body.id === id).map((sample) => sample.body.views);
+		expect(counts.length).toBeGreaterThan(0);
+		expect(counts).toEqual(counts.map((_, i) => i + 1));
+		expect((await result.inRedis(id))?.views).toBe(counts.at(-1));
+	}
+
+	for (const { user, id } of result.lateUsers) expect(await result.inRedis(id)).toMatchObject({ user });
+	expect(await result.inRedis(result.loggedOut.id)).toBeNull();
+	expect(await store.get(result.loggedOut.id)).toBeNull();
+	expect(result.limitedStatus).toBe(429);
+	expect(result.lockedStatus).toBe(429);
+};
+
+describe('on a Redis Cluster with replicas', () => {
+	it('serves every request through a kill -9 of a master, and returns to Redis once its replica is promoted', async () => {
+		const client = createCluster({ rootNodes: cluster.rootNodes, defaults: nodeDefaults });
+		cleanups.push(() => client.destroy());
+		const store = storeOn(client);
+		await client.connect();
+		await expectSurvived(store, await drillOnCluster(store, client as unknown as RedisClient, 'v6'));
+	});
+});
