@@ -38,10 +38,13 @@ export class RedisSentinel {
 		const sentinels: RedisServer[] = [];
 		const setUp = new RedisSentinel(servers, sentinels, dir);
 		try {
-			servers.push(await RedisServer.start());
+			// In the set-up's directory: a replica writes the master's data to a file as it syncs.
+			servers.push(await RedisServer.start({ args: () => ['--dir', dir] }));
 			const masterPort = servers[0]!.port;
 			for (let i = 0; i < replicas; i++) {
-				servers.push(await RedisServer.start({ args: () => ['--replicaof', '127.0.0.1', String(masterPort)] }));
+				servers.push(
+					await RedisServer.start({ args: () => ['--dir', dir, '--replicaof', '127.0.0.1', String(masterPort)] }),
+				);
 			}
 
 			await waitFor('the replicas to sync', async () => {
