@@ -57,6 +57,9 @@ export class RedisCluster {
 								String(nodeTimeoutMs),
 								'--dir',
 								dir,
+								// A replica that never synced cannot take over: sync at once, not after 5 s.
+								'--repl-diskless-sync-delay',
+								'0',
 							],
 						}),
 					),
@@ -73,8 +76,10 @@ export class RedisCluster {
 			await waitFor('every node sees every replica and cluster_state:ok', async () => {
 				const views = await Promise.all(nodes.map((node) => cluster.#nodeLines(node)));
 				const infos = await Promise.all(nodes.map((node) => node.command('CLUSTER', 'INFO')));
+				const replication = await Promise.all(nodes.map((node) => node.command('INFO', 'replication')));
 				return (
 					infos.every((info) => String(info).includes('cluster_state:ok')) &&
+					replication.every((info) => !String(info).includes('role:slave') || String(info).includes('master_link_status:up')) &&
 					views.every((lines) => lines.filter((line) => line.flags.includes('slave')).length === 3 * replicas)
 				);
 			});
@@ -147,13 +152,20 @@ export class RedisCluster {
 	 */
 	async promotedFrom(slot: number, port: number, ms = 20_000): Promise<number> {
 		let promoted = port;
-		await waitFor(`a replica to take over from ${port}`, async () => {
+		const waiting = waitFor(`a replica to take over from ${port}`, async () => {
 			const running = this.nodes.filter((node) => node.running);
 			const infos = await Promise.all(running.map((node) => node.command('CLUSTER', 'INFO')));
 			if (!infos.every((info) => String(info).includes('cluster_state:ok'))) return false;
 			promoted = (await this.masterOf(slot)).port;
 			return promoted !== port;
 		}, ms);
+		try {
+			await waiting;
+		} catch (error) {
+			const witness = this.nodes.find((node) => node.running)!;
+			throw new Error(`${(error as Error).message}; the cluster as ${witness.port} sees it:\n${await witness.command('CLUSTER', 'NODES')}`);
+		}
+
 		return promoted;
 	}
 

@@ -39,7 +39,7 @@ export class RedisSentinel {
 		const setUp = new RedisSentinel(servers, sentinels, dir);
 		try {
 			// In the set-up's directory: a replica writes the master's data to a file as it syncs.
-			servers.push(await RedisServer.start({ args: () => ['--dir', dir] }));
+			servers.push(await RedisServer.start({ args: () => ['--dir', dir, '--repl-diskless-sync-delay', '0'] }));
 			const masterPort = servers[0]!.port;
 			for (let i = 0; i < replicas; i++) {
 				servers.push(
