@@ -1,4 +1,5 @@
 import { createCluster } from 'redis';
+import { createCluster as createClusterV5 } from 'redis5';
 import { type RedisClient, ResilientStore, silentLogger, storeDefaults } from '../lib/index.js';
 import { newSid } from './helpers/app.js';
 import { type DrillResult, runDrill } from './helpers/drill.js';
@@ -89,5 +90,13 @@ describe('on a Redis Cluster with replicas', () => {
 		const store = storeOn(client);
 		await client.connect();
 		await expectSurvived(store, await drillOnCluster(store, client as unknown as RedisClient, 'v6'));
+	});
+
+	it('returns to Redis after a promotion with a redis v5 cluster client, which never reads the slots again by itself', async () => {
+		const client = createClusterV5({ rootNodes: cluster.rootNodes, defaults: nodeDefaults });
+		cleanups.push(() => client.destroy());
+		const store = storeOn(client);
+		await client.connect();
+		await expectSurvived(store, await drillOnCluster(store, client as unknown as RedisClient, 'v5'));
 	});
 });
