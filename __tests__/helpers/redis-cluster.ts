@@ -162,11 +162,16 @@ export class RedisCluster {
 		try {
 			await waiting;
 		} catch (error) {
-			const witness = this.nodes.find((node) => node.running)!;
-			throw new Error(`${(error as Error).message}; the cluster as ${witness.port} sees it:\n${await witness.command('CLUSTER', 'NODES')}`);
+			throw new Error(`${(error as Error).message}; ${await this.describe()}`);
 		}
 
 		return promoted;
+	}
+
+	/** `CLUSTER NODES` as a running node sees it, for failure messages. */
+	async describe(): Promise<string> {
+		const witness = this.nodes.find((node) => node.running)!;
+		return `the cluster as ${witness.port} sees it:\n${await witness.command('CLUSTER', 'NODES')}`;
 	}
 
 	async stop(): Promise<void> {
