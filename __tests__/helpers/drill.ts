@@ -58,6 +58,8 @@ export interface DrillResult {
 	readonly lateUsers: Array<{ user: string; id: string; backend: string }>;
 	/** The session logged out during the failover, with its cookie. */
 	readonly loggedOut: { id: string; cookie: string };
+	/** Requests sent once Redis served again and answered from Redis. */
+	readonly servedByRedisAfterward: number;
 	/** Milliseconds from the kill to Redis serving again (promotion or restart). */
 	readonly servedAfterMs: number;
 	/** Milliseconds from the kill to the store's last return to Redis. */
@@ -142,6 +144,8 @@ export const runDrill = async (options: DrillOptions): Promise<DrillResult> => {
 			users: users.map(({ user, id }) => ({ user, id })),
 			lateUsers: lateUsers.map(({ user, id, backend }) => ({ user, id, backend })),
 			loggedOut: { id: doomed.id, cookie: doomed.cookie },
+			servedByRedisAfterward: traffic.samples.filter((sample) => sample.at > servedAt && sample.body?.backend === 'redis')
+				.length,
 			servedAfterMs: servedAt - killedAt,
 			backOnRedisAfterMs: Math.max(lastRecover, killedAt) - killedAt,
 			limitedStatus: (await limited.get('/api')).status,
@@ -177,3 +181,52 @@ export const drillFigures = (result: DrillResult) => ({
 	servedAfterMs: result.servedAfterMs,
 	backOnRedisAfterMs: result.backOnRedisAfterMs,
 });
+
+/** What a drill must show, as a list of what it did not (empty: all held). */
+export const drillShortfalls = async (result: DrillResult): Promise<string[]> => {
+	const shortfalls: string[] = [];
+	const { traffic } = result;
+	if (traffic.failed.length > 0) shortfalls.push(`${traffic.failed.length} failed requests`);
+	if (result.servedByRedisAfterward === 0) shortfalls.push('not back on Redis');
+	for (const { id } of result.users) {
+		const counts = traffic.samples.filter((sample) => sample.body?.id === id).map((sample) => sample.body.views);
+		if (counts.some((count, i) => count !== i + 1)) shortfalls.push(`session ${id} lost a count`);
+		if ((await result.inRedis(id))?.views !== counts.at(-1)) shortfalls.push(`session ${id} is not current in Redis`);
+	}
+
+	for (const { user, id } of result.lateUsers) {
+		if ((await result.inRedis(id))?.user !== user) shortfalls.push(`session of ${user}, written during the failover, is lost`);
+	}
+
+	if ((await result.inRedis(result.loggedOut.id)) !== null) shortfalls.push('the logout is undone');
+	if (result.limitedStatus !== 429) shortfalls.push('the rate limit is lost');
+	if (result.lockedStatus !== 429) shortfalls.push('the lockout is lost');
+	return shortfalls;
+};
+
+/**
+ * Asserts what a drill must show: no failed or hung request, the fault seen (requests served
+ * from memory), requests served from Redis again once it served again, every user's count
+ * kept and current in Redis, sessions written during the failover there, the logout done,
+ * the rate limit and the lockout still in force. `describe` adds the set-up's state to a
+ * logout found undone.
+ */
+export const expectDrillSurvived = async (result: DrillResult, describe?: () => Promise<string>): Promise<void> => {
+	const { traffic } = result;
+	expect(traffic.failed).toEqual([]);
+	expect(traffic.samples.some((sample) => sample.body.backend === 'memory')).toBe(true);
+	expect(result.servedByRedisAfterward).toBeGreaterThan(0);
+	for (const { id } of result.users) {
+		const counts = traffic.samples.filter((sample) => sample.body.id === id).map((sample) => sample.body.views);
+		expect(counts.length).toBeGreaterThan(0);
+		expect(counts).toEqual(counts.map((_, i) => i + 1));
+		expect((await result.inRedis(id))?.views).toBe(counts.at(-1));
+	}
+
+	for (const { user, id } of result.lateUsers) expect(await result.inRedis(id)).toMatchObject({ user });
+	const loggedOut = await result.inRedis(result.loggedOut.id);
+	if (loggedOut !== null && describe) console.error(await describe());
+	expect(loggedOut).toBeNull();
+	expect(result.limitedStatus).toBe(429);
+	expect(result.lockedStatus).toBe(429);
+};
