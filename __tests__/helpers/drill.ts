@@ -120,6 +120,10 @@ export const runDrill = async (options: DrillOptions): Promise<DrillResult> => {
 		cleanups.push(() => traffic.stop());
 		await new Promise((resolve) => setTimeout(resolve, options.warmUpMs ?? 300));
 
+		// The logout below must be of a session this instance holds: one in use. A session
+		// unused since the store last returned to Redis has no copy in memory, so during the
+		// failover express-session would not find it and would destroy a new one instead.
+		await doomed.agent.get('/whoami').expect(200, /"user":"doomed"/);
 		const killedAt = Date.now();
 		await options.kill();
 		const [lateUsers] = await Promise.all([
