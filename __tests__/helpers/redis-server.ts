@@ -14,9 +14,33 @@ export const freePort = async (): Promise<number> => {
 	return port;
 };
 
+/** Every redis-server this process started and that still runs: killed if the process exits first. */
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+	for (const child of running) child.kill('SIGKILL');
+});
+
+/** Polls `check` every 100 ms until it holds (an error counts as not yet), or throws after `ms`. */
+export const waitFor = async (what: string, check: () => Promise<boolean>, ms = 20_000): Promise<void> => {
+	const deadline = Date.now() + ms;
+	while (Date.now() < deadline) {
+		if (await check().catch(() => false)) return;
+		await new Promise((resolve) => setTimeout(resolve, 100));
+	}
+
+	throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+};
+
 export interface RedisServerOptions {
 	/** More configuration, given the port the server will listen on. */
 	readonly args?: (port: number) => string[];
+	/**
+	 * A configuration file to start from, given the port; it comes first, as Sentinel (which
+	 * rewrites its file) requires.
+	 */
+	readonly configFile?: (port: number) => string;
+	/** What the server writes once it accepts connections (Sentinel writes no such line). */
+	readonly readyLine?: string;
 	/** Called with each redis-server process started, for instance to kill it on exit. */
 	readonly onSpawn?: (child: ChildProcess) => void;
 }
@@ -31,11 +55,13 @@ export class RedisServer {
 
 	readonly #options: RedisServerOptions;
 	readonly #extraArgs: string[];
+	readonly #configFile: string[];
 
 	private constructor(port: number, options: RedisServerOptions) {
 		this.port = port;
 		this.#options = options;
 		this.#extraArgs = options.args?.(port) ?? [];
+		this.#configFile = options.configFile ? [options.configFile(port)] : [];
 	}
 
 	static async start(options: RedisServerOptions = {}): Promise<RedisServer> {
@@ -58,6 +84,7 @@ export class RedisServer {
 		const child = spawn(
 			'redis-server',
 			[
+				...this.#configFile,
 				'--port',
 				String(this.port),
 				'--bind',
@@ -73,26 +100,30 @@ export class RedisServer {
 			{ stdio: ['ignore', 'pipe', 'pipe'] },
 		);
 		this.#process = child;
+		running.add(child);
+		child.once('exit', () => running.delete(child));
 		this.#options.onSpawn?.(child);
 		let output = '';
+		let onExit: ((code: number | null) => void) | undefined;
 		await new Promise<void>((resolve, reject) => {
 			const onData = (chunk: Buffer) => {
 				output += chunk.toString();
-				if (output.includes('Ready to accept connections')) {
+				if (output.includes(this.#options.readyLine ?? 'Ready to accept connections')) {
 					child.stdout!.off('data', onData);
 					resolve();
 				}
 			};
 
 			child.stdout!.on('data', onData);
-			child.once('exit', (code) => {
+			onExit = (code) => {
 				this.#process = undefined;
 				reject(new Error(`redis-server exited with ${code}: ${output}`));
-			});
+			};
+			child.once('exit', onExit);
 		});
 		child.stdout!.resume();
 		child.stderr!.resume();
-		child.removeAllListeners('exit');
+		child.off('exit', onExit!);
 	}
 
 	/** `kill -9`: the server dies at once, without closing its connections politely. */

@@ -2,6 +2,8 @@ import request from 'supertest';
 
 /** One request of a traffic run. */
 export interface Sample {
+	/** When the request was sent (epoch ms). */
+	readonly at: number;
 	readonly status: number;
 	readonly ms: number;
 	readonly body: any;
@@ -33,9 +35,9 @@ export class Traffic {
 				const started = Date.now();
 				try {
 					const res = await agent.get(this.path).timeout(HUNG_MS);
-					this.samples.push({ status: res.status, ms: Date.now() - started, body: res.body });
+					this.samples.push({ at: started, status: res.status, ms: Date.now() - started, body: res.body });
 				} catch {
-					this.samples.push({ status: 0, ms: Date.now() - started, body: undefined });
+					this.samples.push({ at: started, status: 0, ms: Date.now() - started, body: undefined });
 				}
 			}
 		});

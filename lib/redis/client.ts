@@ -25,6 +25,28 @@ export const isRedisClient = (value: unknown): value is RedisClient =>
 /** Whether `client` is a cluster, which has no single connection to watch. */
 export const isCluster = (client: RedisClient): boolean => 'masters' in client;
 
+/** The parts of a cluster client's slot map (redis v5 and v6) that {@link refreshTopology} uses. */
+interface ClusterNode {
+	readonly client?: { readonly isReady?: boolean };
+}
+
+/**
+ * Asks a cluster client to read the cluster's slots again, from a node it is connected to.
+ * node-redis does so by itself on `MOVED`, which a dead master never answers: a replica
+ * promoted in its place stays unknown (redis v5: for good; v6: until some seconds after the
+ * dead node's connection started retrying) and every command for its slots fails meanwhile.
+ * Does nothing on a client or a sentinel (which follow their master themselves), nor while
+ * no node is connected. Never rejects.
+ */
+export const refreshTopology = (client: RedisClient): void => {
+	if (!isCluster(client)) return;
+	const slots = client._slots as { rediscover?: (startWith: unknown) => Promise<unknown> } | undefined;
+	const nodes: ClusterNode[] = [...(client.masters ?? []), ...(client.replicas ?? [])];
+	const connected = nodes.find((node) => node.client?.isReady)?.client;
+	if (typeof slots?.rediscover !== 'function' || !connected) return;
+	slots.rediscover(connected).catch(() => {});
+};
+
 /**
  * Whether commands sent now can be answered. `isReady` is the honest bit on a client
  * and a sentinel (`isOpen` stays true while reconnecting). A cluster does not clear it

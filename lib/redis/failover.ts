@@ -3,7 +3,7 @@ import { performance } from 'node:perf_hooks';
 import { withDeadline } from './deadline.js';
 import { isRedisTimeoutError, RedisUnavailableError } from '../errors.js';
 import { debug, type OnceLogger } from '../logger.js';
-import { canSend, isCluster, isRedisFailure, isReplyError, type RedisClient } from './client.js';
+import { canSend, isCluster, isRedisFailure, isReplyError, type RedisClient, refreshTopology } from './client.js';
 
 /** Where operations go right now. */
 export type Backend = 'redis' | 'memory';
@@ -243,11 +243,15 @@ export class Failover extends EventEmitter<FailoverEvents> {
 			this.#lastError = error as Error;
 			this.#goodProbes = 0;
 			if (isRedisTimeoutError(error)) this.#options.resetConnection?.();
+			// A master of a cluster may have died and a replica taken over.
+			refreshTopology(client);
 		}
 
 		if (this.#goodProbes >= recoverAfterProbes && Date.now() - this.#since >= minFallbackMs) {
 			if (await this.#recover()) return;
 			this.#goodProbes = 0;
+			// The PING went to a node that answers; the write-back reached one that does not.
+			refreshTopology(client);
 		}
 
 		this.#scheduleProbe();

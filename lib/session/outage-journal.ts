@@ -118,6 +118,14 @@ export class OutageJournal {
 		return this.#pending.get(sid)?.seq === seq;
 	}
 
+	/**
+	 * A newer version of `sid` is on its way to Redis: an older one pending from the outage
+	 * must not be written back after it. (If it fails to arrive, it is journaled anew.)
+	 */
+	superseded(sid: string): void {
+		this.#pending.delete(sid);
+	}
+
 	/** Redis got the newest state of `sid` directly: nothing of it is left to replay. */
 	settled(sid: string): void {
 		this.#pending.delete(sid);

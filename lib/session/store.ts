@@ -430,6 +430,8 @@ export class ResilientStore extends Store {
 		this.#memory.keepWarm(sid, text, ttl);
 		if (!this.#sessions) return;
 		const generation = this.#nearCache.generation;
+		// Sent now, this version must not be overtaken by an older one the write-back holds.
+		this.#journal.superseded(sid);
 		const result = await this.#attempt('set', 'SET', () =>
 			this.#users.withWrite(this.#sessions!.write(sid, text, ttl), sid, session, ttl, previous),
 		);
