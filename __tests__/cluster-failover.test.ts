@@ -4,7 +4,7 @@ import { type RedisClient, ResilientStore, silentLogger, storeDefaults } from '.
 import { newSid } from './helpers/app.js';
 import { type DrillResult, expectDrillSurvived, runDrill } from './helpers/drill.js';
 import { RedisCluster } from './helpers/redis-cluster.js';
-import { fastFailover } from './helpers/stores.js';
+import { fastFailover } from './helpers/common.js';
 
 // A real cluster of three masters, each with a replica that takes over about three seconds
 // after its master stops answering (node timeout 2 s, then the election). A shorter node

@@ -2,7 +2,7 @@ import { createSentinel } from 'redis';
 import { type RedisClient, ResilientStore, silentLogger } from '../lib/index.js';
 import { expectDrillSurvived, runDrill } from './helpers/drill.js';
 import { RedisSentinel, SENTINEL_MASTER_NAME } from './helpers/redis-sentinel.js';
-import { fastFailover } from './helpers/stores.js';
+import { fastFailover } from './helpers/common.js';
 
 // A real Sentinel set-up: one master, one replica, three sentinels that promote the
 // replica about a second after the master stops answering.

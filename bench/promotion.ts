@@ -12,7 +12,7 @@
  * Run: `npm run bench:promotion` (needs redis-server on PATH; about two minutes).
  * Prints one row per round and the median of each column.
  */
-import { createCluster, createSentinel } from 'redis';
+import { createClient, createCluster, createSentinel } from 'redis';
 import { type RedisClient, ResilientStore, silentLogger } from '../lib/index.js';
 import { type DrillResult, drillFigures, drillShortfalls, runDrill } from '../__tests__/helpers/drill.js';
 import { RedisCluster } from '../__tests__/helpers/redis-cluster.js';
@@ -36,11 +36,15 @@ const figuresOf = async (result: DrillResult): Promise<Figures> => {
 const single = async (): Promise<Figures> => {
 	const redis = await RedisServer.start();
 	const store = new ResilientStore({ url: redis.url, logger: silentLogger });
+	// The drill reads Redis's truth through a client of its own, which reconnects after the restart.
+	const truth = createClient({ url: redis.url, socket: { reconnectStrategy: () => 100 } });
+	truth.on('error', () => {});
+	await truth.connect();
 	try {
 		await store.length();
 		const result = await runDrill({
 			store,
-			client: store.client!,
+			client: truth as unknown as RedisClient,
 			users: USERS,
 			lateUsers: LATE_USERS,
 			warmUpMs: 1_000,
@@ -53,6 +57,7 @@ const single = async (): Promise<Figures> => {
 		return await figuresOf(result);
 	} finally {
 		await store.close();
+		truth.destroy();
 		await redis.kill();
 	}
 };

@@ -5,7 +5,8 @@ import request from 'supertest';
 import { loginGuard, rateLimit, type RedisClient, type ResilientStore, silentLogger } from '../../lib/index.js';
 import { createApp, newSid } from './app.js';
 import { waitFor } from './redis-server.js';
-import { listen, Traffic } from './traffic.js';
+import { listen } from './common.js';
+import { Traffic } from './traffic.js';
 
 /** The rate limit and the login lockout of the drill app. */
 export const DRILL_LIMIT = 3;
