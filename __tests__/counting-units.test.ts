@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { BoundedMap } from '../lib/counting/bounded-map.js';
+import { BoundedMap } from '../lib/bounded-map.js';
 import { ChangeJournal, mergeChanges } from '../lib/counting/change-journal.js';
 import { MemoryCounts, type MemoryCountsOptions } from '../lib/counting/memory-counts.js';
 import { windowModel } from '../lib/counting/window.js';

@@ -1,5 +1,5 @@
 import type { OnceLogger } from '../logger.js';
-import { BoundedMap } from './bounded-map.js';
+import { BoundedMap } from '../bounded-map.js';
 
 /** What changed in memory for one key while Redis could not be told. */
 export interface Change {

@@ -1,5 +1,5 @@
 import type { OnceLogger } from '../logger.js';
-import { BoundedMap } from './bounded-map.js';
+import { BoundedMap } from '../bounded-map.js';
 import { type Change, ChangeJournal } from './change-journal.js';
 
 /** One count held in memory. */

@@ -1,3 +1,4 @@
+import { BoundedMap } from '../bounded-map.js';
 import type { OnceLogger } from '../logger.js';
 
 /** What has to be done in Redis for one session when it comes back. */
@@ -28,15 +29,15 @@ export interface JournalLimits {
  * Either is logged once per outage.
  */
 export class OutageJournal {
-	readonly #tombstones = new Map<string, number>();
-	readonly #pending = new Map<string, PendingEntry>();
-	readonly #limits: JournalLimits;
+	readonly #tombstones: BoundedMap<number>;
+	readonly #pending: BoundedMap<PendingEntry>;
 	readonly #log: OnceLogger;
 	#cleared = false;
 	#seq = 0;
 
 	constructor(limits: JournalLimits, log: OnceLogger) {
-		this.#limits = limits;
+		this.#tombstones = new BoundedMap(limits.maxTombstones);
+		this.#pending = new BoundedMap(limits.maxPending);
 		this.#log = log;
 	}
 
@@ -61,30 +62,28 @@ export class OutageJournal {
 
 	/** Whether `sid` was destroyed during this outage: it must not be written again. */
 	isDestroyed(sid: string): boolean {
-		return this.#tombstones.has(sid);
+		return this.#tombstones.peek(sid) !== undefined;
 	}
 
 	destroyed(sid: string): void {
 		this.#pending.delete(sid);
-		this.#tombstones.delete(sid);
 		this.#tombstones.set(sid, ++this.#seq);
-		if (this.#tombstones.size > this.#limits.maxTombstones) {
-			this.#dropOldest(this.#tombstones);
+		this.#tombstones.makeRoom(0, undefined, () =>
 			this.#log.error(
 				'tombstones-full',
-				`resilient-session: more than ${this.#limits.maxTombstones} sessions destroyed during the outage; ` +
+				`resilient-session: more than ${this.#tombstones.max} sessions destroyed during the outage; ` +
 					'the oldest may come back when Redis returns (raise maxTombstones)',
-			);
-		}
+			),
+		);
 	}
 
 	/** A write during the outage; ignored for a session destroyed during it, which stays destroyed. */
 	written(sid: string): void {
-		if (!this.#tombstones.has(sid)) this.#note(sid, 'write');
+		if (!this.isDestroyed(sid)) this.#note(sid, 'write');
 	}
 
 	touched(sid: string): void {
-		if (!this.#tombstones.has(sid) && this.#pending.get(sid)?.kind !== 'write') this.#note(sid, 'touch');
+		if (!this.isDestroyed(sid) && this.#pending.peek(sid)?.kind !== 'write') this.#note(sid, 'touch');
 	}
 
 	/** Everything before this is superseded by a clear of the whole store. */
@@ -96,26 +95,26 @@ export class OutageJournal {
 
 	/** Tombstones to replay, each with the sequence number that {@link settleTombstone} takes. */
 	tombstoneEntries(): Array<[sid: string, seq: number]> {
-		return [...this.#tombstones];
+		return [...this.#tombstones.entries()];
 	}
 
 	pendingEntries(): Array<[sid: string, entry: PendingEntry]> {
-		return [...this.#pending];
+		return [...this.#pending.entries()];
 	}
 
 	/** Whether the newest version of `sid` is in memory only, waiting to be written to Redis. */
 	hasPendingWrite(sid: string): boolean {
-		return this.#pending.get(sid)?.kind === 'write';
+		return this.#pending.peek(sid)?.kind === 'write';
 	}
 
 	/** Whether something of `sid` (a write or a touch) waits to be replayed. */
 	isPending(sid: string): boolean {
-		return this.#pending.has(sid);
+		return this.#pending.peek(sid) !== undefined;
 	}
 
 	/** Whether entry `seq` is still the newest for `sid` (no later change superseded it). */
 	isCurrent(sid: string, seq: number): boolean {
-		return this.#pending.get(sid)?.seq === seq;
+		return this.#pending.peek(sid)?.seq === seq;
 	}
 
 	/**
@@ -133,11 +132,11 @@ export class OutageJournal {
 	}
 
 	settleTombstone(sid: string, seq: number): void {
-		if (this.#tombstones.get(sid) === seq) this.#tombstones.delete(sid);
+		if (this.#tombstones.peek(sid) === seq) this.#tombstones.delete(sid);
 	}
 
 	settlePending(sid: string, seq: number): void {
-		if (this.#pending.get(sid)?.seq === seq) this.#pending.delete(sid);
+		if (this.#pending.peek(sid)?.seq === seq) this.#pending.delete(sid);
 	}
 
 	settleClear(): void {
@@ -151,21 +150,13 @@ export class OutageJournal {
 	}
 
 	#note(sid: string, kind: PendingKind): void {
-		// Re-inserted at the end, so that the oldest entry is the first in the map.
-		this.#pending.delete(sid);
 		this.#pending.set(sid, { kind, seq: ++this.#seq, at: Date.now() });
-		if (this.#pending.size > this.#limits.maxPending) {
-			this.#dropOldest(this.#pending);
+		this.#pending.makeRoom(0, undefined, () =>
 			this.#log.warn(
 				'pending-full',
-				`resilient-session: more than ${this.#limits.maxPending} sessions changed during the outage; ` +
+				`resilient-session: more than ${this.#pending.max} sessions changed during the outage; ` +
 					'the oldest changes will not be written back to Redis (raise memory.max)',
-			);
-		}
-	}
-
-	#dropOldest(map: Map<string, unknown>): void {
-		const oldest = map.keys().next();
-		if (!oldest.done) map.delete(oldest.value);
+			),
+		);
 	}
 }

@@ -1,7 +1,8 @@
 /**
  * A `Map` bounded to `max` entries that drops the least recently used first. The one
- * "drop the oldest" structure of the counting code: the counts in memory and the
- * journal of changes made during an outage both live in one.
+ * "drop the oldest" structure of the package: the counts in memory, the journal of
+ * counts changed during an outage, and the store's journal of sessions destroyed,
+ * written or touched during one all live in one.
  *
  * Maps keep insertion order, so moving an entry last on each use keeps the least
  * recently used first.
