@@ -8,9 +8,12 @@ import { RedisServer } from './helpers/redis-server.js';
 import { TcpProxy } from './helpers/tcp-proxy.js';
 import { Traffic } from './helpers/traffic.js';
 
-/** The stores' deadline in this file, and what a request may take on top of it here. */
+/**
+ * The stores' deadline in this file, and what a request may take on top of it here: far
+ * below a hang (seconds), with room for a busy machine.
+ */
 const DEADLINE_MS = fastFailover.timeoutMs;
-const SLACK_MS = 150;
+const SLACK_MS = 300;
 
 let redis: RedisServer;
 let proxy: TcpProxy;
@@ -94,16 +97,17 @@ describe('failover under real faults', () => {
 		expect(Date.now() - started).toBeLessThan(DEADLINE_MS + SLACK_MS);
 		expect(res.body).toMatchObject({ views: 1 });
 		expect(store.backend).toBe('memory');
-		// Once on memory, nothing waits on Redis at all.
+		// Once on memory, no request waits on Redis: one that did would take the deadline.
 		const next = Date.now();
 		await agent.get('/whoami').expect(200, /"user":"dora"/);
-		expect(Date.now() - next).toBeLessThan(50);
+		await agent.get('/count').expect(200, /"views":2/);
+		expect(Date.now() - next).toBeLessThan(DEADLINE_MS);
 		expect((await fellBack).message).toMatch(/did not answer/);
 
 		const recovered = nextEvent(store, 'recover');
 		proxy.pass();
 		await recovered;
-		expect((await agent.get('/count').expect(200)).body).toMatchObject({ views: 2, backend: 'redis' });
+		expect((await agent.get('/count').expect(200)).body).toMatchObject({ views: 3, backend: 'redis' });
 	});
 
 	it('falls back when the link is slower than the deadline, and returns when it is fast again', async () => {
