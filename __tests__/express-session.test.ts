@@ -111,7 +111,7 @@ describe('express-session on ResilientStore', () => {
 		await timed(() => agent.get('/whoami').expect(200, /"user":"carol"/));
 		await timed(() => agent.post('/login?user=dave').expect(200));
 		expect(store.backend).toBe('memory');
-		// The deadline of these stores is 200 ms.
-		expect(Math.max(...took)).toBeLessThan(200 + 100);
+		// The deadline of these stores is 200 ms: far below a hang, with room for a busy machine.
+		expect(Math.max(...took)).toBeLessThan(200 + 300);
 	});
 });
