@@ -1,13 +1,14 @@
 /**
  * The login example (examples/login) in a real headless Chromium, against a real
  * redis-server of this file's own: what a person sees when they mistype their password,
- * log in and out, and when Redis dies and comes back while they are signed in.
+ * log in and out, when Redis dies and comes back while they are signed in, and when they
+ * log out their other devices.
  */
-import type { Page } from 'playwright-core';
+import type { ElementHandle, Page } from 'playwright-core';
 import { ResilientStore, silentLogger } from '../lib/index.js';
-import { createLoginApp, demoUser, type LoginAppOptions } from '../examples/login/app.js';
+import { createLoginApp, demoUser, type LoginAppOptions, SHORT_ID_LENGTH, userOfSession } from '../examples/login/app.js';
 import { type Chromium, launchChromium } from './helpers/browser.js';
-import { logOut, sessionIdOf, signIn, textOf } from './helpers/login-page.js';
+import { andLoad, logOut, sessionIdOf, signIn, textOf } from './helpers/login-page.js';
 import { RedisServer } from './helpers/redis-server.js';
 import { connected, fastFailover, listen, nextEvent } from './helpers/common.js';
 
@@ -46,7 +47,7 @@ afterAll(async () => {
 
 /** The login example on a store of this file's redis-server, served on a free port. */
 const startExample = async (options: Omit<LoginAppOptions, 'store'> = {}) => {
-	const store = new ResilientStore({ url: redis.url, logger: silentLogger, ...fastFailover });
+	const store = new ResilientStore({ url: redis.url, logger: silentLogger, userId: userOfSession, ...fastFailover });
 	cleanups.push(() => store.close());
 	await connected(store);
 	const { app, guard } = createLoginApp({
@@ -162,4 +163,88 @@ describe('the login example in a browser', () => {
 		// Destroyed: its key holds a tombstone (JSON null) that no late save overwrites.
 		expect(await redis.command('GET', `sess:${sessionId}`)).toBe('null');
 	});
+
+	it('lists the devices of the user and logs out the others, which land on the login page', async () => {
+		const { store, url } = await startExample();
+		// A second device: a browser of its own, with its own cookies.
+		const other = await launchChromium();
+		cleanups.push(() => other.close());
+		const deviceA = page;
+		const deviceB = await other.context.newPage();
+
+		for (const device of [deviceA, deviceB]) {
+			await device.goto(`${url}/login`);
+			await signIn(device, demoUser.username, demoUser.password);
+			expect(new URL(device.url()).pathname).toBe('/members');
+		}
+		const idA = (await sessionIdOf(deviceA))!;
+		const idB = (await sessionIdOf(deviceB))!;
+		expect(idA).toBeDefined();
+		expect(idB).toBeDefined();
+		expect(idA).not.toBe(idB);
+
+		// From the members page to the devices page: both sessions, this one marked.
+		await andLoad(deviceA, () => deviceA.click('#devices-link'));
+		expect(new URL(deviceA.url()).pathname).toBe('/devices');
+		expect(await devicesOn(deviceA)).toEqual(
+			expect.arrayContaining([idA.slice(0, SHORT_ID_LENGTH) + 'this device', idB.slice(0, SHORT_ID_LENGTH)]),
+		);
+		expect(await devicesOn(deviceA)).toHaveLength(2);
+		expect(await textOf(deviceA, '#this-device code')).toBe(idA.slice(0, SHORT_ID_LENGTH));
+		// Each device shows when it expires (an hour after its last request), never another's whole id.
+		for (const expires of await expiryOn(deviceA)) {
+			expect(Math.abs(expires - (Date.now() + 60 * 60 * 1000))).toBeLessThan(5 * 60 * 1000);
+		}
+		expect(await deviceA.content()).not.toContain(idB);
+		expect(await deviceA.isEnabled('#log-out-others')).toBe(true);
+
+		// Device B sees the same two, itself marked.
+		await deviceB.goto(`${url}/devices`);
+		expect(await textOf(deviceB, '#this-device code')).toBe(idB.slice(0, SHORT_ID_LENGTH));
+		expect(await devicesOn(deviceB)).toHaveLength(2);
+
+		await andLoad(deviceA, () => deviceA.click('#log-out-others'));
+		expect(await textOf(deviceA, '#notice')).toBe('Logged out 1 other device.');
+		expect(await devicesOn(deviceA)).toEqual([idA.slice(0, SHORT_ID_LENGTH) + 'this device']);
+		expect(await deviceA.isDisabled('#log-out-others')).toBe(true);
+		// B's session is destroyed as a logout is: a tombstone in Redis.
+		expect(await store.get(idB)).toBeFalsy();
+		expect(await redis.command('GET', `sess:${idB}`)).toBe('null');
+
+		// Device B's next visit: logged out, its pages closed.
+		await deviceB.goto(`${url}/members`);
+		expect(new URL(deviceB.url()).pathname).toBe('/login');
+		expect(await textOf(deviceB, 'h1')).toBe('Sign in');
+		await deviceB.goto(`${url}/devices`);
+		expect(new URL(deviceB.url()).pathname).toBe('/login');
+
+		// Device A is still signed in, in the same session, and alone on its devices page.
+		await deviceA.goto(`${url}/members`);
+		expect(new URL(deviceA.url()).pathname).toBe('/members');
+		expect(await textOf(deviceA, '#user')).toBe(demoUser.username);
+		expect(await sessionIdOf(deviceA)).toBe(idA);
+		await deviceA.goto(`${url}/devices`);
+		expect(await devicesOn(deviceA)).toEqual([idA.slice(0, SHORT_ID_LENGTH) + 'this device']);
+		expect(await textOf(deviceA, '#notice')).toBeUndefined();
+	});
 });
+
+/** The devices page's list: each device's short id, followed by "this device" for the current one. */
+const devicesOn = async (page: Page): Promise<string[]> => {
+	const text = async (element: ElementHandle | null) => ((await element?.textContent()) ?? '').trim();
+	const items = await page.$$('#devices li');
+	return Promise.all(items.map(async (item) => (await text(await item.$('code'))) + (await text(await item.$('.current')))));
+};
+
+/** When each device on the devices page expires, in ms since the epoch. */
+const expiryOn = async (page: Page): Promise<number[]> => {
+	const items = await page.$$('#devices small');
+	return Promise.all(
+		items.map(async (item) => {
+			const text = ((await item.textContent()) ?? '').trim();
+			const match = /expires (\d{4}-\d\d-\d\d) (\d\d:\d\d) UTC$/.exec(text);
+			expect(match).not.toBeNull();
+			return Date.parse(`${match![1]}T${match![2]}:00Z`);
+		}),
+	);
+};

@@ -1,12 +1,13 @@
 /**
  * The login example as a factory, so that it can be served (server.ts) and driven by the
  * browser tests alike: a login page (HTML form post), a members page, logout, the login
- * guard and a rate limit on the login route, and a status line with the store's backend.
+ * guard and a rate limit on the login route, a "your devices" page that logs out the other
+ * devices, and a status line with the store's backend.
  */
 import { randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
 import { promisify } from 'node:util';
 import express, { type Express, type RequestHandler } from 'express';
-import session from 'express-session';
+import session, { type SessionData } from 'express-session';
 import {
 	type LoginGuard,
 	loginGuard,
@@ -15,7 +16,7 @@ import {
 	type RateLimitOptions,
 	type ResilientStore,
 } from '../../lib/index.js';
-import { loginPage, membersPage } from './pages.js';
+import { type Device, devicesPage, loginPage, membersPage } from './pages.js';
 
 declare module 'express-session' {
 	interface SessionData {
@@ -25,11 +26,23 @@ declare module 'express-session' {
 	}
 }
 
+/**
+ * The `userId` option of the example's store: the example keeps the username in
+ * `session.user`. The devices page needs it: `new ResilientStore({ userId: userOfSession })`.
+ */
+export const userOfSession = (session: SessionData): string | undefined => session.user;
+
+/** How much of a session id the devices page shows: enough to tell devices apart, too little to use. */
+export const SHORT_ID_LENGTH = 6;
+
 /** The account the example knows, unless `users` says otherwise. */
 export const demoUser = Object.freeze({ username: 'alice', password: 'correct horse battery staple' });
 
 export interface LoginAppOptions {
-	/** The store of the sessions, the login guard and the rate limit. */
+	/**
+	 * The store of the sessions, the login guard and the rate limit. Created with
+	 * `userId: userOfSession`, for the devices page (without it, that page fails).
+	 */
 	readonly store: ResilientStore;
 	/** Secret signing the session cookie. */
 	readonly secret?: string;
@@ -162,6 +175,30 @@ export const createLoginApp = (options: LoginAppOptions): LoginApp => {
 		if (!user || signedInAt === undefined) return res.redirect('/login');
 		req.session.visits = (req.session.visits ?? 0) + 1;
 		res.type('html').send(membersPage({ backend: store.backend, user, signedInAt, visits: req.session.visits }));
+	});
+
+	// The user's sessions, from every instance: a short id, when each expires, and which one is this.
+	const devicesOf = async (user: string, currentId: string): Promise<Device[]> =>
+		((await store.sessionsOf(user)) ?? []).map(({ id, session, expiresAt }) => ({
+			shortId: id.slice(0, SHORT_ID_LENGTH),
+			signedInAt: session.signedInAt,
+			expiresAt,
+			current: id === currentId,
+		}));
+
+	app.get('/devices', async (req, res) => {
+		const { user } = req.session;
+		if (!user) return res.redirect('/login');
+		res.type('html').send(devicesPage({ backend: store.backend, devices: await devicesOf(user, req.sessionID) }));
+	});
+
+	// Every other session of the user ends as a logout would, on every instance; this one stays.
+	app.post('/devices/logout-others', async (req, res) => {
+		const { user } = req.session;
+		if (!user) return res.redirect(303, '/login');
+		const loggedOut = (await store.destroySessionsOf(user, { except: req.sessionID })) ?? 0;
+		const devices = await devicesOf(user, req.sessionID);
+		res.type('html').send(devicesPage({ backend: store.backend, devices, loggedOut }));
 	});
 
 	app.post('/logout', (req, res, next) => {

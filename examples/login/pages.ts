@@ -23,6 +23,13 @@ button:disabled { background: #9ca3af; cursor: not-allowed; }
 .info { background: #eff6ff; color: #1e40af; border: 1px solid #bfdbfe; }
 .status { max-width: 26rem; margin: -3rem auto 0; color: #4b5563; font-size: 0.9rem; text-align: center; }
 .status strong { font-family: ui-monospace, monospace; }
+a { color: #2563eb; }
+.devices { list-style: none; padding: 0; margin: 0; }
+.devices li { padding: 0.6rem 0; border-bottom: 1px solid #e5e7eb; }
+.devices code { font-family: ui-monospace, monospace; font-weight: 600; }
+.devices small { display: block; color: #4b5563; }
+.current { margin-left: 0.4rem; padding: 0.1rem 0.45rem; border-radius: 999px; font-size: 0.8rem;
+           background: #dcfce7; color: #166534; }
 `;
 
 /** A whole page, with the status line that says where sessions are kept right now. */
@@ -112,8 +119,62 @@ export const membersPage = ({ backend, user, signedInAt, visits }: MembersPageOp
 		`<h1>Welcome, <span id="user">${escapeHtml(user)}</span></h1>
 <p>You signed in at ${new Date(signedInAt).toISOString().slice(11, 19)} UTC.
 This is your visit number <strong id="visits">${visits}</strong> to this page.</p>
+<p><a href="/devices" id="devices-link">Your devices</a></p>
 <form method="post" action="/logout">
 	<button id="log-out">Log out</button>
 </form>`,
 		backend,
 	);
+
+/** A session of the user, as the devices page shows it. */
+export interface Device {
+	/** The first characters of the session id: enough to tell devices apart, too few to use. */
+	readonly shortId: string;
+	/** When that session signed in, in ms since the epoch. */
+	readonly signedInAt?: number;
+	/** When it expires unless used again; `null` when sessions do not expire. */
+	readonly expiresAt: Date | null;
+	/** Whether it is the session of the request. */
+	readonly current: boolean;
+}
+
+export interface DevicesPageOptions {
+	readonly backend: Backend;
+	/** The user's sessions, the latest to expire first. */
+	readonly devices: readonly Device[];
+	/** How many other sessions were just logged out, after the form was sent. */
+	readonly loggedOut?: number;
+}
+
+const utc = (date: Date): string => `${date.toISOString().slice(0, 16).replace('T', ' ')} UTC`;
+
+/** The user's devices (sessions), and a button that logs out every one but this. */
+export const devicesPage = ({ backend, devices, loggedOut }: DevicesPageOptions): string => {
+	const notice =
+		loggedOut === undefined
+			? ''
+			: `<p class="message info" id="notice">Logged out ${loggedOut} other device${loggedOut === 1 ? '' : 's'}.</p>`;
+	const items = devices
+		.map(({ shortId, signedInAt, expiresAt, current }) => {
+			const signedIn = signedInAt === undefined ? '' : `signed in ${utc(new Date(signedInAt))}, `;
+			const expires = expiresAt ? `expires ${utc(expiresAt)}` : 'does not expire';
+			return `<li${current ? ' id="this-device"' : ''}><code>${escapeHtml(shortId)}</code>${
+				current ? '<span class="current">this device</span>' : ''
+			}<small>${signedIn}${expires}</small></li>`;
+		})
+		.join('\n');
+	const others = devices.some((device) => !device.current);
+	return layout(
+		'Your devices',
+		`<h1>Your devices</h1>
+${notice}
+<ul class="devices" id="devices">
+${items}
+</ul>
+<form method="post" action="/devices/logout-others">
+	<button id="log-out-others"${others ? '' : ' disabled'}>Log out other devices</button>
+</form>
+<p><a href="/members">Back to the members page</a></p>`,
+		backend,
+	);
+};

@@ -1,7 +1,7 @@
 /**
- * The login example: a login page, a members page and logout, with failed logins locked
- * out by loginGuard(), the login route rate limited by rateLimit(), and a status line that
- * says where sessions are served from.
+ * The login example: a login page, a members page, logout and a "your devices" page that
+ * logs out the other devices, with failed logins locked out by loginGuard(), the login route
+ * rate limited by rateLimit(), and a status line that says where sessions are served from.
  *
  *   npm run example:login                                   # memory only (no REDIS_URL)
  *   REDIS_URL=redis://localhost:6379 npm run example:login  # Redis, with the memory fallback
@@ -10,12 +10,13 @@
  * line says `memory`. Start Redis again: a moment later it says `redis`.
  */
 import { ResilientStore } from '../../lib/index.js';
-import { createLoginApp, demoUser } from './app.js';
+import { createLoginApp, demoUser, userOfSession } from './app.js';
 
 const port = Number(process.env.PORT ?? 3000);
 
 // No `url` given: REDIS_URL is used when set, else the store keeps sessions in memory.
-const store = new ResilientStore();
+// `userId` indexes sessions by user, for the devices page.
+const store = new ResilientStore({ userId: userOfSession });
 store.on('fallback', (error) => console.warn(`[store] Redis failed (${error.message}): serving from memory`));
 store.on('recover', () => console.info('[store] back on Redis'));
 
