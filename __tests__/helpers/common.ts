@@ -9,6 +9,19 @@ export const fastFailover = { timeoutMs: 200, probeIntervalMs: 50, minFallbackMs
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/**
+ * Resolves once `condition()` holds, checking every 10 ms; rejects after `ms`. For state
+ * that settles after a response with no event to wait for (a count taken back once the
+ * response finished, say).
+ */
+export const until = async (condition: () => Promise<boolean> | boolean, ms = 5_000): Promise<void> => {
+	const deadline = Date.now() + ms;
+	while (!(await condition())) {
+		if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms`);
+		await sleep(10);
+	}
+};
+
 /** Resolves with the first `event` of `store`, or rejects after `ms`. */
 export const nextEvent = <T = unknown>(store: ResilientStore, event: string, ms = 10_000): Promise<T> =>
 	new Promise((resolve, reject) => {

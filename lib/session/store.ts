@@ -5,7 +5,6 @@ import { withDeadline } from '../redis/deadline.js';
 import { StoreClosedError } from '../errors.js';
 import { type Attempt, type Backend, Failover } from '../redis/failover.js';
 import { OnceLogger } from '../logger.js';
-import { describe } from '../options/checks.js';
 import { MemorySide } from './memory-side.js';
 import {
 	guardSerializer,
@@ -18,15 +17,16 @@ import {
 	ttlMs,
 } from './options.js';
 import { OutageJournal } from './outage-journal.js';
+import { BulkOperations } from './bulk.js';
 import { NearCache } from './near-cache.js';
 import { RedisSessions, TOMBSTONE } from './redis-sessions.js';
-import { BULK_DEADLINES, WriteBack, type WriteBackResult } from './write-back.js';
+import { WriteBack, type WriteBackResult } from './write-back.js';
 import { markLoaded } from './request-session.js';
+import { parseSessionText } from './session-text.js';
 import { type DestroySessionsOfOptions, UserIndex, type UserSession } from './user-index.js';
 import {
 	connectInBackground,
 	createOwnedClient,
-	isRedisFailure,
 	type RedisClient,
 } from '../redis/client.js';
 import { linkStore } from '../redis/link.js';
@@ -101,6 +101,7 @@ export class ResilientStore extends Store {
 	 */
 	readonly #tracked: boolean;
 	readonly #nearCache: NearCache;
+	readonly #bulk: BulkOperations;
 	/** Each user's sessions (the `userId` option). */
 	readonly #users: UserIndex;
 	#closed = false;
@@ -143,6 +144,7 @@ export class ResilientStore extends Store {
 			}
 
 			this.#users = this.#userIndex();
+			this.#bulk = new BulkOperations(config, this.#log, this.#memory, this.#journal);
 			return;
 		}
 
@@ -174,6 +176,10 @@ export class ResilientStore extends Store {
 		});
 		this.#failover.on('recover', () => this.emit('recover'));
 		this.#users = this.#userIndex();
+		this.#bulk = new BulkOperations(config, this.#log, this.#memory, this.#journal, {
+			sessions: this.#sessions,
+			failover: this.#failover,
+		});
 		const writeBack = new WriteBack({
 			config,
 			client,
@@ -284,26 +290,22 @@ export class ResilientStore extends Store {
 
 	/** Every session, each with its `id`. During an outage: those held by this instance. */
 	override all(callback?: Callback<SessionWithId[]>): Promise<SessionWithId[] | undefined> {
-		return settle(this.#bulk('all', () => this.#allRedis(), () => this.#memory.all()), callback) as Promise<
-			SessionWithId[] | undefined
-		>;
+		return settle(this.#whenOpen('all', () => this.#bulk.all()), callback);
 	}
 
 	/** Every session id. During an outage: those held by this instance. */
 	ids(callback?: Callback<string[]>): Promise<string[] | undefined> {
-		const ids = async () => (await this.#sessions!.entries()).map(([id]) => id);
-		return settle(this.#bulk('ids', ids, async () => this.#memory.ids()), callback);
+		return settle(this.#whenOpen('ids', () => this.#bulk.ids()), callback);
 	}
 
 	/** How many sessions there are. During an outage: those held by this instance. */
 	override length(callback?: Callback<number>): Promise<number | undefined> {
-		const length = async () => (await this.#sessions!.entries()).length;
-		return settle(this.#bulk('length', length, async () => this.#memory.ids().length), callback);
+		return settle(this.#whenOpen('length', () => this.#bulk.length()), callback);
 	}
 
 	/** Destroys every session. During an outage, Redis is cleared when it returns. */
 	override clear(callback?: Callback<void>): Promise<void> {
-		return settle(this.#clear(), callback);
+		return settle(this.#whenOpen('clear', () => this.#bulk.clear()), callback);
 	}
 
 	/**
@@ -358,7 +360,7 @@ export class ResilientStore extends Store {
 		}
 
 		// Parsed outside the failover: a session the serializer rejects is not a Redis failure.
-		const session = await this.#parse(sid, text);
+		const session = await parseSessionText(this.#config, this.#log, sid, text);
 		if (!session) {
 			this.#memory.forget(sid);
 			return null;
@@ -382,32 +384,11 @@ export class ResilientStore extends Store {
 
 	/** A session from a copy this store made of it: what it parses to, or no session. */
 	async #parseCopy(sid: string, text: string): Promise<SessionData | null> {
-		const session = await this.#parse(sid, text);
+		const session = await parseSessionText(this.#config, this.#log, sid, text);
 		if (!session) this.#memory.forget(sid);
 		return session;
 	}
 
-	/**
-	 * Parses the text Redis holds for `sid`. Text that is not a session (`null`, empty,
-	 * garbage: another writer, a corrupted value) is no session, logged once, so that the
-	 * request goes on with a fresh one instead of failing.
-	 */
-	async #parse(sid: string, text: string): Promise<SessionData | null> {
-		let why: string;
-		try {
-			const session: unknown = await this.#config.serializer.parse(text);
-			if (session !== null && typeof session === 'object' && !Array.isArray(session)) return session as SessionData;
-			why = `it is ${describe(session)}`;
-		} catch (error) {
-			why = (error as Error).message;
-		}
-
-		this.#log.warn(
-			'unreadable-session',
-			`resilient-session: the session text of ${JSON.stringify(this.#config.prefix + sid)} is not a session (${why}): treated as no session`,
-		);
-		return null;
-	}
 
 	/** Whether `sid` was destroyed within `tombstoneTtlMs`, as far as this instance knows. */
 	#isDestroyed(sid: string): boolean {
@@ -484,55 +465,20 @@ export class ResilientStore extends Store {
 		else this.#journal.destroyed(sid);
 	}
 
-	/**
-	 * Clears memory and Redis. During an outage, Redis is cleared when it returns. When
-	 * Redis fails during the clear itself, the promise rejects: the caller may try again.
-	 */
-	async #clear(): Promise<void> {
-		this.#assertOpen('clear');
-		this.#memory.forgetAll();
-		if (!this.#sessions) return;
-		if (this.#failover!.backend === 'memory') {
-			this.#journal.clearedAll();
-			return;
-		}
 
-		await this.#failover!.runWhenReady('SCAN+DEL', () => this.#sessions!.clear(), this.#config.timeoutMs * BULK_DEADLINES);
-	}
 
-	/** Every session with its id; what Redis holds that is not a session is left out. */
-	async #allRedis(): Promise<SessionWithId[]> {
-		const entries = await this.#sessions!.entries();
-		const sessions = await Promise.all(
-			entries.map(async ([id, text]) => {
-				const session = await this.#parse(id, text);
-				return session && ({ ...session, id } as SessionWithId);
-			}),
-		);
-		return sessions.filter((session): session is SessionWithId => session !== null);
-	}
-
-	/**
-	 * Bulk reads (`all`, `ids`, `length`) scan every key, which can take long: they get a
-	 * longer deadline, and missing it trips nothing (a big keyspace is not an outage).
-	 * They answer from memory when Redis is away or fails.
-	 */
-	async #bulk<T>(method: string, redis: () => Promise<T>, memory: () => Promise<T>): Promise<T> {
-		this.#assertOpen(method);
-		if (!this.#sessions || this.#failover!.backend === 'memory') return memory();
-		try {
-			return await this.#failover!.runWhenReady('SCAN', redis, this.#config.timeoutMs * BULK_DEADLINES);
-		} catch (error) {
-			if (!isRedisFailure(error)) throw error;
-			return memory();
-		}
-	}
 
 	/** Runs `command` on Redis through the failover; `served: false` means "use memory". */
 	#attempt<T>(method: string, operation: string, command: () => Promise<T>, timeoutMs?: number): Promise<Attempt<T>> {
 		this.#assertOpen(method);
 		if (!this.#failover) return Promise.resolve({ served: false });
 		return this.#failover.attempt(operation, command, timeoutMs);
+	}
+
+	/** Runs `operation` if the store is open; rejects with `ERR_RESILIENT_CLOSED` if not. */
+	async #whenOpen<T>(method: string, operation: () => Promise<T>): Promise<T> {
+		this.#assertOpen(method);
+		return operation();
 	}
 
 	#assertOpen(method: string): void {
