@@ -389,7 +389,6 @@ export class ResilientStore extends Store {
 		return session;
 	}
 
-
 	/** Whether `sid` was destroyed within `tombstoneTtlMs`, as far as this instance knows. */
 	#isDestroyed(sid: string): boolean {
 		return this.#journal.isDestroyed(sid) || this.#memory.isDestroyed(sid);
