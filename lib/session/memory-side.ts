@@ -49,11 +49,6 @@ export class MemorySide {
 		return this.#store.store;
 	}
 
-	/** Sessions and tombstones held, expired ones not yet swept included. */
-	get size(): number {
-		return this.#lru.itemCount;
-	}
-
 	/** The session held for `sid`: `null` for none, or a tombstone. */
 	async get(sid: string): Promise<SessionData | null> {
 		const text = this.#lru.get(sid);
