@@ -25,7 +25,6 @@ declare module 'memorystore' {
 		stopInterval(): void;
 		/** The LRU cache that holds the sessions. */
 		readonly store: {
-			readonly itemCount: number;
 			set(key: string, value: string, maxAgeMs: number): boolean;
 			get(key: string): string | undefined;
 			peek(key: string): string | undefined;
