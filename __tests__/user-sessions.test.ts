@@ -51,6 +51,22 @@ const whoOn = async (app: Express, { cookie }: Device) =>
 
 const sortedIds = (devices: Device[]) => devices.map(({ id }) => id).sort();
 
+/**
+ * After ann's other devices were logged out from her phone: on every app, only the phone
+ * is still ann's, her laptop and tablet are logged out (the laptop's key holds a
+ * tombstone), and bob's device is untouched.
+ */
+const expectOnlyPhoneLeft = async (apps: Express[], { phone, laptop, tablet, bob }: Record<string, Device>) => {
+	for (const app of apps) {
+		expect(await whoOn(app, phone)).toBe('ann');
+		expect(await whoOn(app, laptop)).toBeNull();
+		expect(await whoOn(app, tablet)).toBeNull();
+		expect(await whoOn(app, bob)).toBe('bob');
+	}
+
+	expect(await fixture.redis.command('GET', `sess:${laptop.id}`)).toBe('null');
+};
+
 describe('a user\'s sessions on Redis, across two instances', () => {
 	it('lists the three devices of a user from either instance, and only live ones of that user', async () => {
 		const a = await instance(fixture.redis.url);
@@ -89,14 +105,7 @@ describe('a user\'s sessions on Redis, across two instances', () => {
 		expect(body).toMatchObject({ ended: 2, backend: 'redis' });
 		expect(await indexed('ann')).toEqual([phone.id]);
 
-		for (const app of [a.app, b.app]) {
-			expect(await whoOn(app, phone)).toBe('ann');
-			expect(await whoOn(app, laptop)).toBeNull();
-			expect(await whoOn(app, tablet)).toBeNull();
-			expect(await whoOn(app, bob)).toBe('bob');
-		}
-
-		expect(await fixture.redis.command('GET', `sess:${laptop.id}`)).toBe('null');
+		await expectOnlyPhoneLeft([a.app, b.app], { phone, laptop, tablet, bob });
 		expect((await a.store.sessionsOf('ann'))!.map(({ id }) => id)).toEqual([phone.id]);
 		expect(await indexed('ann')).toEqual([phone.id]);
 		expect((await b.store.sessionsOf('bob'))!.map(({ id }) => id)).toEqual([bob.id]);
@@ -255,14 +264,7 @@ describe('a user\'s sessions when Redis goes down', () => {
 			held.pass();
 			await Promise.all([secondBack, secondWroteBack]);
 
-			for (const app of [a.app, b.app]) {
-				expect(await whoOn(app, phone)).toBe('ann');
-				expect(await whoOn(app, laptop)).toBeNull();
-				expect(await whoOn(app, tablet)).toBeNull();
-				expect(await whoOn(app, bob)).toBe('bob');
-			}
-
-			expect(await fixture.redis.command('GET', `sess:${laptop.id}`)).toBe('null');
+			await expectOnlyPhoneLeft([a.app, b.app], { phone, laptop, tablet, bob });
 			for (const store of [a.store, b.store]) {
 				expect((await store.sessionsOf('ann'))!.map(({ id }) => id)).toEqual([phone.id]);
 			}
