@@ -11,7 +11,7 @@
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { installStore, type Mode, type SuiteStores } from './store-swap.js';
+import { installStore, type Mode, onRedis, type SuiteStores } from './store-swap.js';
 
 /** What `run.ts` reads back. */
 export interface SuiteResult {
@@ -54,7 +54,7 @@ const env = (name: string): string => {
 const checkout = env('SUITE_CHECKOUT');
 const mode = env('SUITE_MODE') as Mode;
 const resultFile = env('SUITE_RESULT');
-const redisUrl = mode === 'redis' ? env('SUITE_REDIS_URL') : undefined;
+const redisUrl = onRedis(mode) ? env('SUITE_REDIS_URL') : undefined;
 
 const requireFromCheckout = createRequire(path.join(checkout, 'index.js'));
 // What `mocha --require test/support/env` loads first.

@@ -1,7 +1,7 @@
 /**
- * Runs express-session's own test suite (`test/session.js`, `test/cookie.js`) three ways:
+ * Runs express-session's own test suite (`test/session.js`, `test/cookie.js`) four ways:
  * on its MemoryStore as it is, with `ResilientStore` memory-only in its place, and with
- * `ResilientStore` on a private redis-server. Prints passed/failed/pending for each, and
+ * `ResilientStore` on a private redis-server, with its defaults and with `touchAfterMs: 0`. Prints passed/failed/pending for each, and
  * every test that fails with ResilientStore but not with MemoryStore.
  *
  *   npm run suite:express-session -- <express-session checkout or git dir> [--ref v1.19.0] [--only redis,memory-only]
@@ -19,14 +19,28 @@ import { RedisServer } from '../../__tests__/helpers/redis-server.js';
 import { killChildrenOnExit, ROOT, track } from '../processes.js';
 import { prepareCheckout } from './checkout.js';
 import type { SuiteResult } from './child.js';
-import type { Mode } from './store-swap.js';
+import { type Mode, onRedis } from './store-swap.js';
 
-const MODES: readonly Mode[] = ['memorystore', 'memory-only', 'redis'];
+const MODES: readonly Mode[] = ['memorystore', 'memory-only', 'redis', 'redis-touch-always'];
 
 const LABELS: Record<Mode, string> = {
 	memorystore: 'MemoryStore (express-session)',
 	'memory-only': 'ResilientStore, memory-only',
 	redis: 'ResilientStore on Redis',
+	'redis-touch-always': 'ResilientStore on Redis, touchAfterMs: 0',
+};
+
+/**
+ * Tests a mode fails by design, with the reason: printed, not counted as regressions.
+ * Lazy renewal sends a touch only once it moves the expiry by `touchAfterMs` (60 s) or a
+ * tenth of the lifetime; this test touches 100 ms after the write and expects the stored
+ * cookie to change. The `touchAfterMs: 0` mode shows the same store passing it.
+ */
+const BY_DESIGN: Partial<Record<Mode, Record<string, string>>> = {
+	redis: {
+		'session() req.session .touch() should reset session expiration':
+			'lazy renewal: a touch 100 ms after the write is not due (passes with touchAfterMs: 0)',
+	},
 };
 
 /** The longest one run may take; the suite takes some seconds. */
@@ -114,7 +128,7 @@ const main = async (): Promise<void> => {
 	const outcomes = new Map<Mode, Outcome>();
 	for (const mode of modes) {
 		console.log(`\n=== ${LABELS[mode]} ===`);
-		const redis = mode === 'redis' ? await RedisServer.start({ onSpawn: track }) : undefined;
+		const redis = onRedis(mode) ? await RedisServer.start({ onSpawn: track }) : undefined;
 		try {
 			const outcome = await runMode(checkout.dir, mode, redis?.url);
 			if (redis) outcome.redisCommands = sessionCommands(String(await redis.command('INFO', 'commandstats')));
@@ -141,7 +155,7 @@ const report = (outcomes: Map<Mode, Outcome>): void => {
 		if (!result) continue;
 		if (result.stores) {
 			const { created, fellBack, warnings } = result.stores;
-			const fallbacks = mode === 'redis' ? `, ${fellBack} fell back to memory` : '';
+			const fallbacks = onRedis(mode) ? `, ${fellBack} fell back to memory` : '';
 			console.log(`\n${LABELS[mode]}: ${created} stores${fallbacks}, ${warnings.length} warnings`);
 			if (redisCommands) console.log(`  Redis ran: ${redisCommands}`);
 		}
@@ -149,8 +163,16 @@ const report = (outcomes: Map<Mode, Outcome>): void => {
 		if (mode === 'memorystore') continue;
 		// Without a MemoryStore run to compare with, every failure is listed.
 		const own = result.failures.filter((failure) => !baseline.has(failure.title));
-		regressions += own.length;
-		for (const failure of own) console.log(`  FAILED ${failure.title}\n    ${failure.message.split('\n').join('\n    ')}`);
+		for (const failure of own) {
+			const reason = BY_DESIGN[mode]?.[failure.title];
+			if (reason) {
+				console.log(`  failed by design: ${failure.title}\n    (${reason})`);
+				continue;
+			}
+
+			regressions++;
+			console.log(`  FAILED ${failure.title}\n    ${failure.message.split('\n').join('\n    ')}`);
+		}
 	}
 
 	if (regressions > 0) process.exitCode = 1;

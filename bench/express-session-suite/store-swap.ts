@@ -11,7 +11,10 @@ import path from 'node:path';
 import type { SessionOptions } from 'express-session';
 import type * as ResilientSession from '../../lib/index.js';
 
-export type Mode = 'memorystore' | 'memory-only' | 'redis';
+export type Mode = 'memorystore' | 'memory-only' | 'redis' | 'redis-touch-always';
+
+/** Whether `mode` runs on a Redis server. */
+export const onRedis = (mode: Mode): boolean => mode === 'redis' || mode === 'redis-touch-always';
 
 /** The stores the suite created, to be inspected and closed once it ends. */
 export interface SuiteStores {
@@ -28,7 +31,9 @@ const shimId = (checkout: string): string => path.join(checkout, '.resilient-sto
 
 /**
  * Installs the swap for `mode` (`memory-only`: `new ResilientStore()` with `REDIS_URL`
- * unset; `redis`: `new ResilientStore({ url })`). Call it before the suite is loaded.
+ * unset; `redis`: `new ResilientStore({ url })`; `redis-touch-always`: the same with
+ * `touchAfterMs: 0`, renewing on every touch as MemoryStore does rather than lazily).
+ * Call it before the suite is loaded.
  */
 export const installStore = (checkout: string, mode: Exclude<Mode, 'memorystore'>, url?: string): SuiteStores => {
 	const index = path.join(checkout, 'index.js');
@@ -65,7 +70,8 @@ export const installStore = (checkout: string, mode: Exclude<Mode, 'memorystore'
 	 */
 	class SuiteStore extends ResilientStore {
 		constructor() {
-			if (mode === 'redis') super({ url, prefix: `sess:${created.length + 1}:`, logger });
+			const touchAfterMs = mode === 'redis-touch-always' ? 0 : undefined;
+			if (onRedis(mode)) super({ url, prefix: `sess:${created.length + 1}:`, logger, touchAfterMs });
 			else super();
 			created.push(this);
 		}

@@ -13,6 +13,11 @@ export interface CopyInfo {
 	readonly expiresAt: number;
 	/** The connection generation the copy was read or written on (see the store's near cache). */
 	readonly generation: number;
+	/**
+	 * The read that brought the copy renewed the session's expiry, and no touch came since:
+	 * the touch that ends the same request has nothing left to do.
+	 */
+	readonly renewedByRead?: boolean;
 }
 
 /**

@@ -33,9 +33,6 @@ import { linkStore } from '../redis/link.js';
 import { createTracking } from '../redis/tracking.js';
 
 
-/** A touch that moves the expiry by less than this (or a tenth of the lifetime) is not sent. */
-const RENEWAL_TOLERANCE_MS = 2_000;
-
 
 /** A snapshot of the store's state, from {@link ResilientStore.stats}. */
 export interface StoreStats {
@@ -373,7 +370,8 @@ export class ResilientStore extends Store {
 		} else {
 			const ttl = left ?? renewedTtlMs(this.#config, session);
 			const expiresAt = left === undefined ? 0 : Date.now() + left;
-			this.#memory.keepWarm(sid, text, ttl, { expiresAt, generation: this.#nearCache.generation });
+			const renewedByRead = left !== undefined && left === fullTtl;
+			this.#memory.keepWarm(sid, text, ttl, { expiresAt, generation: this.#nearCache.generation, renewedByRead });
 		}
 
 		// The read renewed the expiry itself (lazy renewal leaves it alone when not due).
@@ -445,11 +443,19 @@ export class ResilientStore extends Store {
 		}
 	}
 
-	/** Whether renewing `sid` to `ttl` ms from now moves its known expiry far enough to be sent. */
+	/**
+	 * Whether renewing `sid` to `ttl` ms from now moves its known expiry far enough to be
+	 * sent. Not when the read of the same request renewed it already: express-session
+	 * touches an unchanged session after reading it, and the read did the touch's work.
+	 */
 	#renewalDue(sid: string, ttl: number): boolean {
-		const expiresAt = this.#memory.info(sid)?.expiresAt ?? 0;
-		const threshold = Math.max(renewalThresholdMs(this.#config, ttl), Math.min(RENEWAL_TOLERANCE_MS, ttl / 10));
-		return Date.now() + ttl - expiresAt >= threshold;
+		const info = this.#memory.info(sid);
+		if (info?.renewedByRead) {
+			this.#memory.describe(sid, { ...info, renewedByRead: false });
+			return false;
+		}
+
+		return Date.now() + ttl - (info?.expiresAt ?? 0) >= renewalThresholdMs(this.#config, ttl);
 	}
 
 	async #destroy(sid: string): Promise<void> {
