@@ -1,5 +1,6 @@
 import session, { type SessionData } from 'express-session';
 import memorystore from 'memorystore';
+import { capTtl, endsAtOf, withoutEndsAt } from './lifetime.js';
 import { type StoreConfig, ttlMs } from './options.js';
 import { TOMBSTONE } from './redis-sessions.js';
 
@@ -43,10 +44,18 @@ export class MemorySide {
 			max: config.memory.max,
 			checkPeriod: config.memory.checkPeriodMs,
 			serializer: config.serializer as { parse(text: string): unknown; stringify(value: unknown): string },
-			// 0 is "no expiry" to the LRU cache behind memorystore.
-			ttl: (_options, session) => (config.disableTTL ? 0 : ttlMs(config, session)),
+			// 0 is "no expiry" to the LRU cache behind memorystore. Used by its touch: never
+			// past the end of the session's absolute lifetime.
+			ttl: (_options, session, sid) => (config.disableTTL ? 0 : this.#touchedTtl(sid, session)),
 			dispose: (sid) => this.#info.delete(sid),
 		});
+	}
+
+	/** The time to live a touch gives `session`: its own, never past its end (at least 1 ms: 0 is no expiry). */
+	#touchedTtl(sid: string, session: SessionData): number {
+		const ttl = ttlMs(this.#config, session);
+		if (this.#config.absoluteLifetimeMs === undefined) return ttl;
+		return Math.max(1, capTtl(ttl, endsAtOf(this.#lru.peek(sid))));
 	}
 
 	/** The LRU cache behind memorystore, which holds each session's text. */
@@ -58,7 +67,7 @@ export class MemorySide {
 	async get(sid: string): Promise<SessionData | null> {
 		const text = this.#lru.get(sid);
 		if (text === undefined || text === TOMBSTONE) return null;
-		return ((await this.#config.serializer.parse(text)) as SessionData | null) ?? null;
+		return withoutEndsAt(((await this.#config.serializer.parse(text)) as SessionData | null) ?? null);
 	}
 
 	/** The text held for `sid`, tombstones left out. */
@@ -127,7 +136,7 @@ export class MemorySide {
 			if (text !== TOMBSTONE) texts.push([sid, text]);
 		});
 		const sessions = await Promise.all(
-			texts.map(async ([id, text]) => ({ ...((await this.#config.serializer.parse(text)) as SessionData), id })),
+			texts.map(async ([id, text]) => ({ ...withoutEndsAt((await this.#config.serializer.parse(text)) as SessionData), id })),
 		);
 		return sessions;
 	}

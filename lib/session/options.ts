@@ -143,6 +143,15 @@ export interface ResilientStoreOptions {
 	 */
 	readonly touchAfterMs?: number;
 	/**
+	 * An absolute lifetime beside the idle one, in milliseconds: a session ends this long
+	 * after it was first stored (express-session stores a new one at each login, through
+	 * `regenerate`), however active it is. Its end is kept in the session's own text (a
+	 * field `__resilientSessionEndsAt` that reads take off), and every write and renewal
+	 * caps the session's time to live at it. Needs the JSON `serializer`.
+	 * @default undefined (no absolute lifetime: only the idle expiry)
+	 */
+	readonly absoluteLifetimeMs?: number;
+	/**
 	 * Serve reads of sessions this instance holds a current copy of from memory, with no
 	 * round trip. Only on a client the store creates (`url`), where Redis tells the store
 	 * of every change made elsewhere (RESP3 client tracking); a `client` passed in always
@@ -229,6 +238,7 @@ export interface StoreConfig {
 	readonly maxTombstones: number;
 	readonly tombstoneTtlMs: number;
 	readonly touchAfterMs: number;
+	readonly absoluteLifetimeMs: number | undefined;
 	readonly nearCache: boolean;
 	readonly nearCacheMaxLagMs: number;
 	readonly reconnectMaxDelayMs: number;
@@ -282,6 +292,7 @@ const KNOWN_OPTIONS = Object.freeze({
 	maxTombstones: true,
 	tombstoneTtlMs: true,
 	touchAfterMs: true,
+	absoluteLifetimeMs: true,
 	nearCache: true,
 	nearCacheMaxLagMs: true,
 	reconnectMaxDelayMs: true,
@@ -330,6 +341,16 @@ export const resolveStoreOptions = (options: ResilientStoreOptions = {}): StoreC
 
 	const prefix = checkString('prefix', pick('prefix'));
 
+	const absoluteLifetimeMs =
+		given.absoluteLifetimeMs === undefined
+			? undefined
+			: checkInteger('absoluteLifetimeMs', given.absoluteLifetimeMs, 1);
+	if (absoluteLifetimeMs !== undefined && serializer !== JSON) {
+		throw new TypeError(
+			'resilient-session: `absoluteLifetimeMs` needs the JSON `serializer`: the end of each session is kept as a field of its JSON text',
+		);
+	}
+
 	const memory = checkObject('memory', given.memory ?? {}) as MemoryOptions;
 	rejectUnknownOptions('ResilientStore `memory`', memory, KNOWN_MEMORY_OPTIONS);
 
@@ -357,6 +378,7 @@ export const resolveStoreOptions = (options: ResilientStoreOptions = {}): StoreC
 		maxTombstones: checkInteger('maxTombstones', pick('maxTombstones'), 1),
 		tombstoneTtlMs: checkInteger('tombstoneTtlMs', pick('tombstoneTtlMs'), 1),
 		touchAfterMs: checkInteger('touchAfterMs', pick('touchAfterMs'), 0),
+		absoluteLifetimeMs,
 		nearCache: checkBoolean('nearCache', pick('nearCache')),
 		nearCacheMaxLagMs: checkInteger('nearCacheMaxLagMs', pick('nearCacheMaxLagMs'), 1),
 		reconnectMaxDelayMs: checkInteger('reconnectMaxDelayMs', pick('reconnectMaxDelayMs'), 0),

@@ -1,6 +1,7 @@
 import type { RedisStore } from 'connect-redis';
 import { isCluster, type RedisClient } from '../redis/client.js';
 import { RedisScript } from '../redis/script.js';
+import { LUA_ENDS_AT_PATTERN } from './lifetime.js';
 import type { StoreConfig } from './options.js';
 
 /**
@@ -19,6 +20,20 @@ local function is_tombstone(key)
 end
 `;
 
+/**
+ * `ends_at(text)`: when a session with an absolute lifetime ends (see lifetime.ts), as the
+ * digits its text holds, or nil; `now_ms()`: Redis's clock, in milliseconds.
+ */
+const LUA_LIFETIME = `
+local function ends_at(text)
+	return text and string.match(text, '${LUA_ENDS_AT_PATTERN}')
+end
+local function now_ms()
+	local time = redis.call('TIME')
+	return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
+`;
+
 // Every script below that changes the key reads it again last. Redis forgets that a
 // connection tracks a key (RESP3 `CLIENT TRACKING`, see redis/tracking.ts) when that
 // connection writes it; the read after the write keeps the store told when any other
@@ -33,10 +48,11 @@ end
  * `renewalThresholdMs` computes it. The touch of an unchanged session then has nothing
  * left to do. connect-redis needs two round trips for this (`GET`, then `EXPIRE` from
  * touch), which is why reads do not go through it when sessions are JSON and `ttl` is a
- * number. Returns `[text, ttl, left]` (`left`: the time to live now, ms), or nil; a
- * tombstone is returned as it is and not renewed.
+ * number. With an absolute lifetime (ARGV[3] = '1'), never past the session's end.
+ * Returns `[text, ttl, left]` (`left`: the time to live now, ms), or nil; a tombstone is
+ * returned as it is and not renewed.
  */
-const READ_AND_RENEW = new RedisScript(`
+const READ_AND_RENEW = new RedisScript(`${LUA_LIFETIME}
 local text = redis.call('GET', KEYS[1])
 if not text then return false end
 if text == 'null' then return { text, 0, 0 } end
@@ -52,6 +68,8 @@ if maxAge == nil then
 end
 maxAge = tonumber(maxAge)
 if maxAge then ttl = math.ceil(maxAge) end
+local ends = ARGV[3] == '1' and ends_at(text)
+if ends then ttl = math.min(ttl, tonumber(ends) - now_ms()) end
 local left = redis.call('PTTL', KEYS[1])
 if ttl > 0 and (left < 0 or ttl - left >= math.min(tonumber(ARGV[2]), ttl / 10)) then
 	redis.call('PEXPIRE', KEYS[1], ttl)
@@ -63,29 +81,52 @@ return { text, ttl, left }
 
 /**
  * Writes a session unless its key holds a tombstone. ARGV: text, time to live in ms
- * (empty: no expiry), and `NX` to write only if the key is absent. Returns 1 when it
- * wrote, 0 when the key holds a tombstone (or exists, with `NX`).
+ * (empty: no expiry), `NX` to write only if the key is absent, and '1' when sessions have
+ * an absolute lifetime: the end the text carries gives way to an earlier one the key
+ * holds (the session as first stored, perhaps by another instance), and caps the time to
+ * live. Returns 1 when it wrote, 0 when the key holds a tombstone (or exists, with `NX`),
+ * or the session has reached its end.
  */
-const WRITE_UNLESS_DESTROYED = new RedisScript(`${LUA_IS_TOMBSTONE}
+const WRITE_UNLESS_DESTROYED = new RedisScript(`${LUA_IS_TOMBSTONE}${LUA_LIFETIME}
 local key = KEYS[1]
+local text = ARGV[1]
+local ttl = ARGV[2]
 if is_tombstone(key) then return 0 end
 if ARGV[3] == 'NX' and redis.call('EXISTS', key) == 1 then return 0 end
-if ARGV[2] == '' then
-	redis.call('SET', key, ARGV[1])
+if ARGV[4] == '1' then
+	local ends = ends_at(text)
+	local held = ends_at(redis.call('GET', key))
+	if ends and held and tonumber(held) < tonumber(ends) then
+		text = string.sub(text, 1, #text - #ends - 1) .. held .. '}'
+		ends = held
+	end
+	if ends then
+		local left = tonumber(ends) - now_ms()
+		if left <= 0 then return 0 end
+		if ttl == '' or left < tonumber(ttl) then ttl = left end
+	end
+end
+if ttl == '' then
+	redis.call('SET', key, text)
 else
-	redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+	redis.call('SET', key, text, 'PX', ttl)
 end
 redis.call('STRLEN', key)
 return 1
 `);
 
 /**
- * Extends a session's expiry (ARGV[1], ms) unless its key holds a tombstone. Returns 1 if
- * it did, 0 if there is no such key, -1 for a tombstone.
+ * Extends a session's expiry (ARGV[1], ms) unless its key holds a tombstone; with an
+ * absolute lifetime (ARGV[2] = '1'), never past the session's end. Returns 1 if it did, 0
+ * if there is no such key (or the session has reached its end), -1 for a tombstone.
  */
-const RENEW_UNLESS_DESTROYED = new RedisScript(`${LUA_IS_TOMBSTONE}
+const RENEW_UNLESS_DESTROYED = new RedisScript(`${LUA_IS_TOMBSTONE}${LUA_LIFETIME}
 if is_tombstone(KEYS[1]) then return -1 end
-local renewed = redis.call('PEXPIRE', KEYS[1], ARGV[1])
+local ttl = tonumber(ARGV[1])
+local ends = ARGV[2] == '1' and ends_at(redis.call('GET', KEYS[1]))
+if ends then ttl = math.min(ttl, tonumber(ends) - now_ms()) end
+if ttl <= 0 then return 0 end
+local renewed = redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('STRLEN', KEYS[1])
 return renewed
 `);
@@ -127,6 +168,11 @@ export class RedisSessions {
 			config.serializer === JSON && typeof config.ttl === 'number' && !config.disableTouch && !config.disableTTL;
 	}
 
+	/** '1' when sessions have an absolute lifetime, for the scripts. */
+	get #lifetime(): string {
+		return this.#config.absoluteLifetimeMs === undefined ? '' : '1';
+	}
+
 	#key(sid: string): string {
 		return this.#config.prefix + sid;
 	}
@@ -139,7 +185,8 @@ export class RedisSessions {
 		const key = this.#key(sid);
 		if (this.renewOnRead) {
 			const { ttl, touchAfterMs } = this.#config;
-			const reply = (await READ_AND_RENEW.run(this.#client, [key], [(ttl as number) * 1000, touchAfterMs])) as
+			const args = [(ttl as number) * 1000, touchAfterMs, this.#lifetime];
+			const reply = (await READ_AND_RENEW.run(this.#client, [key], args)) as
 				| [string, number, number]
 				| null;
 			return reply && { text: String(reply[0]), ttl: Number(reply[1]), left: Number(reply[2]) };
@@ -156,13 +203,14 @@ export class RedisSessions {
 	 */
 	async write(sid: string, text: string, ttlMs: number, condition?: 'NX'): Promise<WriteOutcome> {
 		const ttl = this.#config.disableTTL ? '' : ttlMs;
-		const reply = await WRITE_UNLESS_DESTROYED.run(this.#client, [this.#key(sid)], [text, ttl, condition ?? '']);
+		const args = [text, ttl, condition ?? '', this.#lifetime];
+		const reply = await WRITE_UNLESS_DESTROYED.run(this.#client, [this.#key(sid)], args);
 		return Number(reply) === 1 ? 'written' : 'refused';
 	}
 
 	/** Extends a session's expiry to `ttlMs`; `refused` when a tombstone holds its key. */
 	async renew(sid: string, ttlMs: number): Promise<WriteOutcome | 'missing'> {
-		const reply = Number(await RENEW_UNLESS_DESTROYED.run(this.#client, [this.#key(sid)], [ttlMs]));
+		const reply = Number(await RENEW_UNLESS_DESTROYED.run(this.#client, [this.#key(sid)], [ttlMs, this.#lifetime]));
 		return reply === 1 ? 'written' : reply === 0 ? 'missing' : 'refused';
 	}
 

@@ -1,6 +1,7 @@
 import type { SessionData } from 'express-session';
 import type { OnceLogger } from '../logger.js';
 import { describe } from '../options/checks.js';
+import { withoutEndsAt } from './lifetime.js';
 import type { StoreConfig } from './options.js';
 
 /**
@@ -17,7 +18,9 @@ export const parseSessionText = async (
 	let why: string;
 	try {
 		const session: unknown = await config.serializer.parse(text);
-		if (session !== null && typeof session === 'object' && !Array.isArray(session)) return session as SessionData;
+		if (session !== null && typeof session === 'object' && !Array.isArray(session)) {
+			return withoutEndsAt(session as SessionData);
+		}
 		why = `it is ${describe(session)}`;
 	} catch (error) {
 		why = (error as Error).message;

@@ -22,6 +22,7 @@ import { NearCache } from './near-cache.js';
 import { RedisSessions, TOMBSTONE } from './redis-sessions.js';
 import { WriteBack, type WriteBackResult } from './write-back.js';
 import { markLoaded } from './request-session.js';
+import { capTtl, endsAtOf, withEndsAt } from './lifetime.js';
 import { parseSessionText } from './session-text.js';
 import { type DestroySessionsOfOptions, UserIndex, type UserSession } from './user-index.js';
 import {
@@ -368,7 +369,7 @@ export class ResilientStore extends Store {
 		if (stale) {
 			this.#memory.forget(sid);
 		} else {
-			const ttl = left ?? renewedTtlMs(this.#config, session);
+			const ttl = left ?? capTtl(renewedTtlMs(this.#config, session), this.#endsAt(text));
 			const expiresAt = left === undefined ? 0 : Date.now() + left;
 			const renewedByRead = left !== undefined && left === fullTtl;
 			this.#memory.keepWarm(sid, text, ttl, { expiresAt, generation: this.#nearCache.generation, renewedByRead });
@@ -387,6 +388,11 @@ export class ResilientStore extends Store {
 		return session;
 	}
 
+	/** When the session whose text this is ends, with an absolute lifetime (see lifetime.ts). */
+	#endsAt(text: string | undefined): number | undefined {
+		return this.#config.absoluteLifetimeMs === undefined ? undefined : endsAtOf(text);
+	}
+
 	/** Whether `sid` was destroyed within `tombstoneTtlMs`, as far as this instance knows. */
 	#isDestroyed(sid: string): boolean {
 		return this.#journal.isDestroyed(sid) || this.#memory.isDestroyed(sid);
@@ -397,13 +403,20 @@ export class ResilientStore extends Store {
 		// A request still in flight when its session was destroyed (a logout on another
 		// tab) must not bring it back.
 		if (this.#isDestroyed(sid)) return;
-		const ttl = ttlMs(this.#config, session);
-		// Already expired: destroyed, as connect-redis does.
-		if (!this.#config.disableTTL && ttl <= 0) return this.#destroy(sid);
 		// The same text goes to Redis and to the copy kept here. A session the serializer
 		// cannot encode rejects, in every mode (memorystore would keep the previous version
 		// and report nothing).
-		const text = this.#serializer.stringify(session);
+		let text = this.#serializer.stringify(session);
+		let ttl = ttlMs(this.#config, session);
+		if (this.#config.absoluteLifetimeMs !== undefined) {
+			// A session stored before keeps its end; a new one starts its lifetime now.
+			const endsAt = this.#endsAt(this.#memory.peek(sid)) ?? Date.now() + this.#config.absoluteLifetimeMs;
+			text = withEndsAt(text, endsAt);
+			ttl = capTtl(ttl, endsAt);
+		}
+
+		// Already expired, or at the end of its lifetime: destroyed, as connect-redis does.
+		if (!this.#config.disableTTL && ttl <= 0) return this.#destroy(sid);
 		const previous = this.#users.enabled ? this.#memory.peek(sid) : undefined;
 		this.#memory.keepWarm(sid, text, ttl);
 		if (!this.#sessions) return;
@@ -429,7 +442,8 @@ export class ResilientStore extends Store {
 	async #touch(sid: string, session: SessionData): Promise<void> {
 		this.#assertOpen('touch');
 		if (this.#isDestroyed(sid)) return;
-		const ttl = ttlMs(this.#config, session);
+		const ttl = capTtl(ttlMs(this.#config, session), this.#endsAt(this.#memory.peek(sid)));
+		if (ttl <= 0) return;
 		if (this.#sessions && this.#failover!.backend === 'redis' && !this.#renewalDue(sid, ttl)) return;
 		this.#memory.touch(sid, session);
 		if (this.#config.disableTouch || this.#config.disableTTL || !this.#sessions) return;
