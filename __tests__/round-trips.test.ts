@@ -1,9 +1,15 @@
+import { createRequire } from 'node:module';
 import type { SessionData } from 'express-session';
 import request from 'supertest';
 import { ResilientStore, type ResilientStoreOptions, silentLogger } from '../lib/index.js';
 import { createApp } from './helpers/app.js';
 import { RedisServer } from './helpers/redis-server.js';
 import { TcpProxy } from './helpers/tcp-proxy.js';
+
+/** express-session's cookie signing (cookie-signature, one of its dependencies). */
+const { sign } = createRequire(require.resolve('express-session'))('cookie-signature') as {
+	sign(value: string, secret: string): string;
+};
 
 let redis: RedisServer;
 let proxy: TcpProxy;
@@ -122,6 +128,40 @@ describe('Redis round trips per request', () => {
 	});
 });
 
+describe('Redis round trips of a login', () => {
+	it('spends none on destroying the id of a visitor who brought no stored session', async () => {
+		const store = new ResilientStore({ url: proxy.url, logger: silentLogger, timeoutMs: 10_000 });
+		stores.push(store);
+		await store.length();
+		const app = createApp(store, { cookie: { maxAge: HOUR_MS } });
+		await request(app).post('/login?user=ann').expect(200);
+		const before = Number(await redis.command('DBSIZE'));
+		// No cookie: one round trip, the new session.
+		expect(await roundTrips(() => request(app).post('/login?user=bea').expect(200))).toBe(1);
+		// A cookie, validly signed, of a session that does not exist: its read, then the new session.
+		const unknown = `s:${sign('no-such-session', 'test secret')}`;
+		const withUnknown = () => request(app).post('/login?user=cy').set('Cookie', `connect.sid=${encodeURIComponent(unknown)}`);
+		expect(await roundTrips(() => withUnknown().expect(200))).toBe(2);
+		// Nothing but the two new sessions was written: no tombstone of an id no store held.
+		expect(Number(await redis.command('DBSIZE'))).toBe(before + 2);
+	});
+
+	it('still destroys, before the new session is written, a stored session it replaces', async () => {
+		const store = new ResilientStore({ url: proxy.url, logger: silentLogger, timeoutMs: 10_000 });
+		stores.push(store);
+		await store.length();
+		const app = createApp(store, { cookie: { maxAge: HOUR_MS } });
+		const agent = request.agent(app);
+		const { id: old } = (await agent.post('/login?user=dee').expect(200)).body;
+		expect(await roundTrips(() => agent.post('/login?user=dee').expect(200))).toBe(2);
+		expect(await redis.command('GET', `sess:${old}`)).toBe('null');
+		// Another instance reading the old id sees no session.
+		const other = new ResilientStore({ url: redis.url, logger: silentLogger });
+		stores.push(other);
+		expect(await other.get(old)).toBeNull();
+	});
+});
+
 describe('Redis round trips per request with sessions indexed by user', () => {
 	/** Round trips of a login, a read and a write, on a store with `options`, scripts loaded. */
 	const figures = async (options: ResilientStoreOptions) => {
@@ -146,8 +186,9 @@ describe('Redis round trips per request with sessions indexed by user', () => {
 	it('costs a login, a read and a write no more round trips than without userId', async () => {
 		const plain = await figures({});
 		const indexed = await figures({ userId: (session) => session.user });
-		// The read and the write's read are served by the copy the login left.
-		expect(plain).toEqual({ login: 2, read: 0, write: 1 });
+		// A login without a session writes the new one only; the read and the write's read
+		// are served by the copy the login left.
+		expect(plain).toEqual({ login: 1, read: 0, write: 1 });
 		expect(indexed).toEqual(plain);
 		expect(Number(await redis.command('ZCARD', 'resilient-session:user:{ann}:sess:'))).toBe(2);
 	});

@@ -21,7 +21,7 @@ import { BulkOperations } from './bulk.js';
 import { NearCache } from './near-cache.js';
 import { RedisSessions, TOMBSTONE } from './redis-sessions.js';
 import { WriteBack, type WriteBackResult } from './write-back.js';
-import { markLoaded } from './request-session.js';
+import { markLoaded, storedSessionId } from './request-session.js';
 import { capTtl, endsAtOf, withEndsAt } from './lifetime.js';
 import { parseSessionText } from './session-text.js';
 import { type DestroySessionsOfOptions, UserIndex, type UserSession } from './user-index.js';
@@ -224,6 +224,24 @@ export class ResilientStore extends Store {
 		const [req] = args;
 		if (req.sessionID) markLoaded(req, req.sessionID);
 		return super.createSession(...args);
+	}
+
+	/**
+	 * Called by `req.session.regenerate()`: destroys the request's session and gives the
+	 * request a new one. A request that brought no stored session (no cookie, an unknown
+	 * or expired id) has an id express-session made up for it in this request, which no
+	 * store has ever held: there is nothing to destroy, and no round trip is spent on it.
+	 * This is the login of a visitor without a session, the most common one.
+	 */
+	override regenerate(...args: Parameters<Store['regenerate']>): ReturnType<Store['regenerate']> {
+		const [req, callback] = args;
+		const sid = req.sessionID;
+		const neverStored =
+			storedSessionId(req) !== sid && this.#memory.peek(sid) === undefined && !this.#journal.isPending(sid);
+		if (!neverStored || this.#closed) return super.regenerate(...args);
+		// `generate` is the session middleware's, set on the store it is given.
+		(this as unknown as { generate(req: typeof args[0]): void }).generate(req);
+		callback();
 	}
 
 	/** A snapshot of the store's state. */
@@ -483,9 +501,6 @@ export class ResilientStore extends Store {
 		if (result.served) this.#journal.settled(sid);
 		else this.#journal.destroyed(sid);
 	}
-
-
-
 
 	/** Runs `command` on Redis through the failover; `served: false` means "use memory". */
 	#attempt<T>(method: string, operation: string, command: () => Promise<T>, timeoutMs?: number): Promise<Attempt<T>> {
