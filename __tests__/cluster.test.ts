@@ -86,6 +86,50 @@ describe('on a Redis Cluster', () => {
 		expect((await agent.get('/whoami').expect(200)).body).toMatchObject({ user: 'ann', backend: 'redis' });
 	});
 
+	it('shows one instance a change, a logout and an expiry made through another at once', async () => {
+		// A second instance: a store on a cluster client of its own.
+		const otherClient = createCluster({ rootNodes: cluster.rootNodes });
+		otherClient.on('error', () => {});
+		await otherClient.connect();
+		const other = new ResilientStore({ client: otherClient as never, logger: silentLogger, timeoutMs: 300 });
+		try {
+			const a = createApp(store);
+			const b = createApp(other);
+			const sids = await sidsOnEveryMaster(1);
+			for (const sid of sids) {
+				await store.set(sid, data({ user: 'ann', views: 1 }));
+				expect(await other.get(sid)).toMatchObject({ views: 1 });
+				await other.set(sid, data({ user: 'ann', views: 2 }));
+				expect(await store.get(sid)).toMatchObject({ views: 2 });
+				await store.destroy(sid);
+				expect(await other.get(sid)).toBeNull();
+				// The late save of a request that loaded the session before the logout.
+				await other.set(sid, data({ user: 'ann', views: 3 }));
+				expect(await store.get(sid)).toBeNull();
+			}
+
+			// Through the apps: a login on A is read on B, a logout on B is seen on A.
+			const onA = request.agent(a);
+			await onA.post('/login?user=bo').expect(200);
+			const cookie = onA.jar.getCookies({ path: '/', domain: '127.0.0.1', secure: false, script: false }).toValueString();
+			await request(b).get('/whoami').set('Cookie', cookie).expect(200, /"user":"bo"/);
+			await request(b).post('/logout').set('Cookie', cookie).expect(200);
+			await onA.get('/whoami').expect(200, /"user":null/);
+
+			// A session of 300 ms has expired for both once its cookie has.
+			const short = newSid();
+			await store.set(short, sessionData(0.3, { user: 'cy' }) as unknown as SessionData);
+			expect(await other.get(short)).toMatchObject({ user: 'cy' });
+			await new Promise((resolve) => setTimeout(resolve, 400));
+			expect(await other.get(short)).toBeNull();
+			expect(await store.get(short)).toBeNull();
+			expect([store.backend, other.backend]).toEqual(['redis', 'redis']);
+		} finally {
+			await other.close();
+			otherClient.destroy();
+		}
+	});
+
 	it('falls back within the deadline when a master dies', async () => {
 		// Two session ids on every master, so the killed one surely holds some of them.
 		const sids = await sidsOnEveryMaster(2);
