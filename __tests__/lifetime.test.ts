@@ -3,7 +3,7 @@ import request from 'supertest';
 import { ResilientStore, type ResilientStoreOptions, silentLogger } from '../lib/index.js';
 import { createApp, newSid, sessionData } from './helpers/app.js';
 import { connected, fastFailover, sleep } from './helpers/common.js';
-import { RedisServer } from './helpers/redis-server.js';
+import { useRedisServer } from './helpers/redis-server.js';
 
 /**
  * The absolute lifetime (`absoluteLifetimeMs`): a session ends that long after login,
@@ -14,35 +14,21 @@ const LIFETIME_MS = 3_000;
 const HOUR_MS = 3_600_000;
 const FIELD = '__resilientSessionEndsAt';
 
-let redis: RedisServer;
-const cleanups: Array<() => unknown> = [];
-
-beforeAll(async () => {
-	delete process.env.REDIS_URL;
-	redis = await RedisServer.start();
-});
-
-beforeEach(() => redis.command('FLUSHALL'));
-
-afterEach(async () => {
-	for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-afterAll(() => redis.kill());
+const fixture = useRedisServer();
 
 const instance = async (options: ResilientStoreOptions = {}) => {
 	const store = new ResilientStore({ logger: silentLogger, ...fastFailover, absoluteLifetimeMs: LIFETIME_MS, ...options });
-	cleanups.push(() => store.close());
+	fixture.afterTest(() => store.close());
 	if (options.url) await connected(store);
 	return { store, app: createApp(store, { cookie: { maxAge: HOUR_MS } }) };
 };
 
-const storedText = async (id: string) => String(await redis.command('GET', `sess:${id}`));
+const storedText = async (id: string) => String(await fixture.redis.command('GET', `sess:${id}`));
 
 describe('absoluteLifetimeMs', () => {
 	it('ends a session that long after login on every instance, however active, and reads never show its end', async () => {
-		const a = await instance({ url: redis.url });
-		const b = await instance({ url: redis.url });
+		const a = await instance({ url: fixture.redis.url });
+		const b = await instance({ url: fixture.redis.url });
 		const onA = request.agent(a.app);
 		const loggedInAt = Date.now();
 		const { id } = (await onA.post('/login?user=ann').expect(200)).body;
@@ -56,7 +42,7 @@ describe('absoluteLifetimeMs', () => {
 		for (let step = 0; step < 4; step++) {
 			await request(b.app).get('/count').set('Cookie', cookie).expect(200, new RegExp(`"views":${step + 1}`));
 			await onA.get('/whoami').expect(200, /"user":"ann"/);
-			expect(Number(await redis.command('PTTL', `sess:${id}`))).toBeLessThanOrEqual(endsAt - Date.now() + 5);
+			expect(Number(await fixture.redis.command('PTTL', `sess:${id}`))).toBeLessThanOrEqual(endsAt - Date.now() + 5);
 			await sleep(200);
 		}
 
@@ -70,7 +56,7 @@ describe('absoluteLifetimeMs', () => {
 		await sleep(endsAt - Date.now() + 200);
 		await onA.get('/whoami').expect(200, /"user":null/);
 		await request(b.app).get('/whoami').set('Cookie', cookie).expect(200, /"user":null/);
-		expect(await redis.command('EXISTS', `sess:${id}`)).toBe(0);
+		expect(await fixture.redis.command('EXISTS', `sess:${id}`)).toBe(0);
 
 		// A new login starts a new lifetime.
 		const again = (await onA.post('/login?user=ann').expect(200)).body.id as string;
@@ -79,8 +65,8 @@ describe('absoluteLifetimeMs', () => {
 	}, 20_000);
 
 	it('keeps the end first stored when an instance with no copy writes the session', async () => {
-		const a = await instance({ url: redis.url });
-		const b = await instance({ url: redis.url });
+		const a = await instance({ url: fixture.redis.url });
+		const b = await instance({ url: fixture.redis.url });
 		const id = newSid();
 		await a.store.set(id, sessionData(3_600, { user: 'bo' }) as never);
 		const endsAt = Number(JSON.parse(await storedText(id))[FIELD]);
@@ -89,7 +75,7 @@ describe('absoluteLifetimeMs', () => {
 		await b.store.set(id, sessionData(3_600, { user: 'bo', views: 1 }) as never);
 		const stored = JSON.parse(await storedText(id));
 		expect(stored).toMatchObject({ user: 'bo', views: 1, [FIELD]: endsAt });
-		expect(Number(await redis.command('PTTL', `sess:${id}`))).toBeLessThanOrEqual(endsAt - Date.now() + 5);
+		expect(Number(await fixture.redis.command('PTTL', `sess:${id}`))).toBeLessThanOrEqual(endsAt - Date.now() + 5);
 	});
 
 	it('ends an active session in memory-only mode too', async () => {

@@ -3,33 +3,19 @@ import { createClient } from 'redis';
 import request from 'supertest';
 import { ResilientStore, type ResilientStoreOptions, silentLogger } from '../lib/index.js';
 import { createApp, newSid, sessionData } from './helpers/app.js';
-import { RedisServer } from './helpers/redis-server.js';
+import { useRedisServer } from './helpers/redis-server.js';
 import { connected, fastFailover, nextEvent } from './helpers/common.js';
 import { TcpProxy } from './helpers/tcp-proxy.js';
 
-let redis: RedisServer;
-const cleanups: Array<() => unknown> = [];
-
-beforeAll(async () => {
-	delete process.env.REDIS_URL;
-	redis = await RedisServer.start();
-});
-
-beforeEach(() => redis.command('FLUSHALL'));
-
-afterEach(async () => {
-	for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-afterAll(() => redis.kill());
+const fixture = useRedisServer();
 
 const HOUR_MS = 3_600_000;
 
 /** An instance: a store reaching the file's Redis through a proxy that counts round trips. */
 const instance = async (options: ResilientStoreOptions = {}) => {
-	const proxy = await TcpProxy.start(redis.port);
+	const proxy = await TcpProxy.start(fixture.redis.port);
 	const store = new ResilientStore({ url: proxy.url, logger: silentLogger, ...fastFailover, ...options });
-	cleanups.push(() => proxy.close(), () => store.close());
+	fixture.afterTest(() => proxy.close(), () => store.close());
 	await connected(store);
 	const app = createApp(store, { cookie: { maxAge: HOUR_MS } });
 	/** Round trips to Redis that `step` causes. */
@@ -84,9 +70,9 @@ describe('the near cache', () => {
 
 		const sid = newSid();
 		await b.store.set(sid, session('cy'));
-		const client = createClient({ url: redis.url });
+		const client = createClient({ url: fixture.redis.url });
 		await client.connect();
-		cleanups.push(() => client.close());
+		fixture.afterTest(() => client.close());
 		await client.set(`sess:${sid}`, JSON.stringify(session('cy-elsewhere')), { expiration: { type: 'EX', value: 60 } });
 		await b.heard();
 		expect(await b.store.get(sid)).toMatchObject({ user: 'cy-elsewhere' });
@@ -129,11 +115,11 @@ describe('the near cache', () => {
 	});
 
 	it('is off for a client passed in, which gets no word of changes made elsewhere', async () => {
-		const proxy = await TcpProxy.start(redis.port);
+		const proxy = await TcpProxy.start(fixture.redis.port);
 		const client = createClient({ url: proxy.url });
 		await client.connect();
 		const store = new ResilientStore({ client, logger: silentLogger });
-		cleanups.push(() => proxy.close(), () => client.close(), () => store.close());
+		fixture.afterTest(() => proxy.close(), () => client.close(), () => store.close());
 		const sid = newSid();
 		await store.set(sid, session('gil'));
 		const before = proxy.chunksToServer;
@@ -154,13 +140,13 @@ describe('lazy renewal', () => {
 		const { store, app, roundTrips, heard } = await instance({ touchAfterMs: 5_000, nearCache: false });
 		const agent = request.agent(app);
 		const { id } = (await agent.post('/login?user=ivy').expect(200)).body;
-		const pttl = async () => Number(await redis.command('PTTL', `sess:${id}`));
+		const pttl = async () => Number(await fixture.redis.command('PTTL', `sess:${id}`));
 		// Just written: a read sends nothing but the read itself.
 		expect(await roundTrips(() => agent.get('/whoami').expect(200))).toBe(1);
 		const fresh = await pttl();
 		expect(fresh).toBeLessThanOrEqual(HOUR_MS);
 		// 10 s of its lifetime gone: the read renews it, in the same round trip.
-		await redis.command('PEXPIRE', `sess:${id}`, String(HOUR_MS - 10_000));
+		await fixture.redis.command('PEXPIRE', `sess:${id}`, String(HOUR_MS - 10_000));
 		await heard();
 		expect(await roundTrips(() => agent.get('/whoami').expect(200))).toBe(1);
 		expect(await pttl()).toBeGreaterThan(HOUR_MS - 5_000);
@@ -171,7 +157,7 @@ describe('lazy renewal', () => {
 		const { store, app, roundTrips } = await instance({ touchAfterMs: 0 });
 		const agent = request.agent(app);
 		const { id } = (await agent.post('/login?user=jay').expect(200)).body;
-		const pttl = async () => Number(await redis.command('PTTL', `sess:${id}`));
+		const pttl = async () => Number(await fixture.redis.command('PTTL', `sess:${id}`));
 		// The first touch loads its script into Redis (a round trip of its own).
 		await agent.get('/whoami').expect(200);
 		for (let request = 0; request < 3; request++) {

@@ -147,3 +147,37 @@ export class RedisServer {
 		}
 	}
 }
+
+/** A test file's own redis-server, emptied before each test, and what each test leaves to close. */
+export interface RedisFixture {
+	/** The server (set once the file's `beforeAll` ran). */
+	readonly redis: RedisServer;
+	/** Runs `cleanup` after the test, after those registered later (last in, first out). */
+	afterTest(...cleanups: Array<() => unknown>): void;
+}
+
+/**
+ * Starts a redis-server for the test file (with `REDIS_URL` unset, so that no store
+ * reaches another), empties it before each test, runs each test's cleanups after it, and
+ * kills it after the file.
+ */
+export const useRedisServer = (): RedisFixture => {
+	let redis: RedisServer | undefined;
+	const cleanups: Array<() => unknown> = [];
+	beforeAll(async () => {
+		delete process.env.REDIS_URL;
+		redis = await RedisServer.start();
+	});
+	beforeEach(() => redis!.command('FLUSHALL'));
+	afterEach(async () => {
+		for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+	});
+	afterAll(() => redis?.kill());
+	return {
+		get redis() {
+			if (!redis) throw new Error('the redis-server starts in beforeAll');
+			return redis;
+		},
+		afterTest: (...more) => cleanups.push(...more),
+	};
+};
