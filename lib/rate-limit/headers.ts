@@ -33,7 +33,8 @@ export interface BudgetInfo {
 	 * counted in memory during an outage like every count. It is never refused (it
 	 * counts what was already spent) and may take a window past its limit, so that the
 	 * next request is refused. A negative `amount` gives back, never below 0. Updates
-	 * `used` and `remaining` here too.
+	 * `used` and `remaining` here too, and the rate limit headers when the response has
+	 * not started yet.
 	 * @throws TypeError when `amount` is not a finite number
 	 */
 	charge(amount: number): Promise<ChargeResult>;
@@ -112,15 +113,36 @@ export const setHeaders = async (
 		const pk = partitionKey(key);
 		const names = await Promise.all(windows.map((each, i) => nameOf(each, ticket.limits[i]!, request, response)));
 		if (response.headersSent) return;
-		response.append(
-			'RateLimit-Policy',
-			windows.map(
-				(each, i) =>
-					`${quoted(names[i]!)}; q=${Math.floor(ticket.limits[i]!)}; w=${Math.ceil(each.windowMs / 1000)}; pk=:${pk}:`,
-			),
+		const policies = windows.map(
+			(each, i) =>
+				`${quoted(names[i]!)}; q=${Math.floor(ticket.limits[i]!)}; w=${Math.ceil(each.windowMs / 1000)}; pk=:${pk}:`,
 		);
-		response.append('RateLimit', `${quoted(names[shown.window]!)}; r=${Math.floor(shown.remaining)}; t=${reset}`);
+		const limit = `${quoted(names[shown.window]!)}; r=${Math.floor(shown.remaining)}; t=${reset}`;
+		// Set again after a charge: this limit's values replace its earlier ones, and
+		// those of other limits on the same response stay.
+		const earlier = draft8Written.get(response);
+		if (earlier) {
+			withoutValues(response, 'RateLimit-Policy', earlier.policies);
+			withoutValues(response, 'RateLimit', [earlier.limit]);
+		}
+
+		response.append('RateLimit-Policy', policies);
+		response.append('RateLimit', limit);
+		draft8Written.set(response, { policies, limit });
 	}
+};
+
+/** The draft-8 values this limit wrote on each response, to replace them after a charge. */
+const draft8Written = new WeakMap<Response, { policies: string[]; limit: string }>();
+
+/** Removes `values` from the header `name` of `response`, keeping any other. */
+const withoutValues = (response: Response, name: string, values: readonly string[]): void => {
+	const current = response.getHeader(name);
+	const kept = (Array.isArray(current) ? current : current === undefined ? [] : [String(current)]).filter(
+		(value) => !values.includes(value),
+	);
+	if (kept.length === 0) response.removeHeader(name);
+	else response.setHeader(name, kept);
 };
 
 /** `Retry-After` of a refused request: `retryAfter`, else the seconds until the refusing window resets. */
@@ -151,13 +173,15 @@ const show = (info: Omit<BudgetInfo, 'charge'>, shown: Shown) => {
 
 /**
  * The `req.rateLimit` of a request counted with `ticket` under `key`. `charge` runs
- * through `charger` and keeps the fields up to date.
+ * through `charger`, keeps the fields up to date and tells `charged` (which sets the
+ * headers again, if the response has not started yet).
  */
 export const budgetInfo = (
 	ticket: Ticket,
 	key: string,
 	shown: Shown,
 	charger: (ticket: Ticket, amount: number) => Promise<void>,
+	charged: (shown: Shown) => Promise<void>,
 ): BudgetInfo => {
 	const info = { key } as BudgetInfo;
 	show(info, shown);
@@ -170,6 +194,7 @@ export const budgetInfo = (
 		// `limited`: spent, so that the next request, even of cost 0, is refused.
 		const now = closestWindow(ticket, 0);
 		show(info, now);
+		await charged(now);
 		return { remaining: now.remaining, limited: now.limited };
 	};
 

@@ -227,7 +227,13 @@ export const rateLimit = (options: RateLimitOptions): RateLimitRequestHandler =>
 		const key = keys.get(request);
 		if (ticket.admitted === undefined || key === undefined) return undefined;
 		const shown = closestWindow(ticket, ticket.admitted ? 0 : ticket.cost);
-		const info = budgetInfo(ticket, key, shown, (charged, amount) => counts.charge(charged, amount));
+		const info = budgetInfo(
+			ticket,
+			key,
+			shown,
+			(charged, amount) => counts.charge(charged, amount),
+			(now) => setHeaders(request, response, config, ticket, key, now),
+		);
 		(request as unknown as Record<string, BudgetInfo>)[config.requestPropertyName] = info;
 		await setHeaders(request, response, config, ticket, key, shown);
 		return shown;
