@@ -5,12 +5,18 @@ import type {
 	Options as ExpressRateLimitOptions,
 	Store as CounterStore,
 } from 'express-rate-limit';
+import type { Request, Response } from 'express';
 import { CountingEngine } from '../counting/engine.js';
 import type { RateLimitConfig } from './options.js';
 import { type Counter, type Counters, fits, type WindowCount, type WindowSet, windowSet } from './window-set.js';
 
 /** What one request is counted as, from its key to its take-back. */
 export interface Ticket {
+	/** The request and its response (none for a count made outside the middleware). */
+	readonly request: Request | undefined;
+	readonly response: Response | undefined;
+	/** The key it was counted under (once counted). */
+	key: string | undefined;
 	/** What the request uses of the limit before it runs. */
 	cost: number;
 	/** The limit in force of each window, in the order of `config.windows`. */
@@ -27,7 +33,10 @@ export interface Ticket {
 	taken: number;
 }
 
-export const newTicket = (): Ticket => ({
+export const newTicket = (request?: Request, response?: Response): Ticket => ({
+	request,
+	response,
+	key: undefined,
 	cost: 1,
 	limits: [],
 	address: undefined,
@@ -64,8 +73,11 @@ export class EngineCounterStore implements CounterStore {
 	readonly #engine: CountingEngine;
 	readonly #set: WindowSet;
 	readonly #config: RateLimitConfig;
+	readonly #prepare: (ticket: Ticket) => Promise<void>;
 
-	constructor(config: RateLimitConfig) {
+	/** `prepare`: sets a request's cost and limits on its ticket, before it is counted. */
+	constructor(config: RateLimitConfig, prepare: (ticket: Ticket) => Promise<void>) {
+		this.#prepare = prepare;
 		const { store, prefix, maxMemoryKeys } = config;
 		this.prefix = prefix;
 		this.#config = config;
@@ -97,6 +109,12 @@ export class EngineCounterStore implements CounterStore {
 
 	async increment(key: string): Promise<IncrementResponse> {
 		const ticket = this.requests.getStore() ?? this.#ticketOf();
+		// Here rather than in the key generator, so that a custom one reaches
+		// express-rate-limit as given (its checks read it), and only counted requests are
+		// weighed. A cost function that throws fails the request (express-rate-limit
+		// passes a store's error to `next`).
+		if (ticket.request && ticket.response) await this.#prepare(ticket);
+		ticket.key = key;
 		ticket.counters = this.#countersOf(key, ticket);
 		const { cost, counters } = ticket;
 		const { admitted, counts, takenBy } = (await this.#engine.run(this.#set.take, { counters, cost })).value;

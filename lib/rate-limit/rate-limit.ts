@@ -92,7 +92,7 @@ const checkClientIp = (request: Request, config: RateLimitConfig, log: OnceLogge
  * never escapes it either: the address goes on the request's ticket.
  */
 const sessionOrIpKey =
-	(config: RateLimitConfig, log: OnceLogger, ticketOf: () => Ticket): ValueDeterminingMiddleware<string> =>
+	(config: RateLimitConfig, log: OnceLogger): ValueDeterminingMiddleware<string> =>
 	async (request, response) => {
 		if (!request.session) {
 			log.error(
@@ -109,23 +109,31 @@ const sessionOrIpKey =
 		}
 
 		const sid = storedSessionId(request);
-		if (sid === undefined) checkClientIp(request, config, log);
-		const { ipv6Subnet } = config;
-		const address = await requestAddressKey(
-			request,
-			typeof ipv6Subnet === 'function' ? () => ipv6Subnet(request, response) : ipv6Subnet,
-		);
-		const ticket = ticketOf();
-		const ceilings = await Promise.all(
-			config.windows.map((window, i) =>
-				window.addressLimit === undefined
-					? ticket.limits[i]! * ADDRESS_LIMIT_PER_LIMIT
-					: valueOf(window.addressLimit, request, response),
-			),
-		);
-		ticket.address = { key: address, ceilings };
-		return sid === undefined ? `ip:${address}` : `sid:${sid}`;
+		if (sid !== undefined) return `sid:${sid}`;
+		checkClientIp(request, config, log);
+		return `ip:${await clientAddress(config, request, response)}`;
 	};
+
+/** The key of the request's client address (its IPv6 subnet of `ipv6Subnet`). */
+const clientAddress = (config: RateLimitConfig, request: Request, response: Response): Promise<string> => {
+	const { ipv6Subnet } = config;
+	return requestAddressKey(request, typeof ipv6Subnet === 'function' ? () => ipv6Subnet(request, response) : ipv6Subnet);
+};
+
+/**
+ * The request's address and its ceiling in each window (`addressLimit`, by default
+ * {@link ADDRESS_LIMIT_PER_LIMIT} times the window's limit in force), with the default key.
+ */
+const addressOf = async (config: RateLimitConfig, limits: readonly number[], request: Request, response: Response) => {
+	const ceilings = await Promise.all(
+		config.windows.map((window, i) =>
+			window.addressLimit === undefined
+				? limits[i]! * ADDRESS_LIMIT_PER_LIMIT
+				: valueOf(window.addressLimit, request, response),
+		),
+	);
+	return { key: await clientAddress(config, request, response), ceilings };
+};
 
 // ---------------------------------------------------------------------------------------
 // Middleware
@@ -205,26 +213,21 @@ export const rateLimit = (options: RateLimitOptions): RateLimitRequestHandler =>
 		config.logger.warn('resilient-session: rateLimit() ignores `ipv6Subnet` when `keyGenerator` is given');
 	}
 
-	const counts = new EngineCounterStore(config);
-	const ticketOf = () => counts.requests.getStore()!;
-	const defaultKey = sessionOrIpKey(config, log, ticketOf);
-	const { keyGenerator } = config;
-
-	// The request's cost and limits go on its ticket with its key, before express-rate-limit counts it.
-	const keyOf: ValueDeterminingMiddleware<string> = async (request, response) => {
-		const ticket = ticketOf();
+	// The request's cost and limits go on its ticket right before express-rate-limit counts it.
+	const prepare = async (ticket: Ticket) => {
+		const { request, response } = ticket as { request: Request; response: Response };
 		ticket.cost = await costOf(config, request, response);
 		ticket.limits = await limitsOf(config, counts, request, response);
-		const key = keyGenerator ? await keyGenerator(request, response) : await defaultKey(request, response);
-		keys.set(request, key);
-		return key;
+		if (!config.keyGenerator) ticket.address = await addressOf(config, ticket.limits, request, response);
 	};
 
-	const keys = new WeakMap<Request, string>();
+	const counts = new EngineCounterStore(config, prepare);
+	const ticketOf = () => counts.requests.getStore()!;
+
 	/** `req.rateLimit` and the headers, once the request was counted; the shown window for a refused one. */
 	const describeRequest = async (request: Request, response: Response): Promise<Shown | undefined> => {
 		const ticket = ticketOf();
-		const key = keys.get(request);
+		const { key } = ticket;
 		if (ticket.admitted === undefined || key === undefined) return undefined;
 		const shown = closestWindow(ticket, ticket.admitted ? 0 : ticket.cost);
 		const info = budgetInfo(
@@ -251,7 +254,7 @@ export const rateLimit = (options: RateLimitOptions): RateLimitRequestHandler =>
 			await config.handler(request, response, next, config);
 		},
 		skip: config.skip,
-		keyGenerator: keyOf,
+		keyGenerator: config.keyGenerator ?? sessionOrIpKey(config, log),
 		// Set by describeRequest: express-rate-limit's describe one window and one count of hits.
 		standardHeaders: false,
 		legacyHeaders: false,
@@ -267,7 +270,7 @@ export const rateLimit = (options: RateLimitOptions): RateLimitRequestHandler =>
 	const middleware = (request: Request, response: Response, next: NextFunction) =>
 		// Everything express-rate-limit does for this request, its take-back after the
 		// response included, runs in the request's context, where the store finds its ticket.
-		counts.requests.run(newTicket(), () =>
+		counts.requests.run(newTicket(request, response), () =>
 			limiter(request, response, (error?: unknown) => {
 				if (error !== undefined) return next(error);
 				describeRequest(request, response).then(() => next(), next);
