@@ -2,6 +2,7 @@ import type { NextFunction, Request, Response } from 'express';
 import type { DraftHeadersVersion, EnabledValidations, ValueDeterminingMiddleware } from 'express-rate-limit';
 import type { Logger } from '../logger.js';
 import {
+	checkAmount,
 	checkBoolean,
 	checkFunction,
 	checkInteger,
@@ -357,15 +358,6 @@ const WINDOW_OPTIONS = Object.freeze({
 
 /** Options that each window of `windows` sets for itself. */
 const PER_WINDOW = ['windowMs', 'limit', 'limitDuringOutage', 'addressLimit', 'identifier'] as const;
-
-/** Throws a `TypeError` naming `option` unless `value` is a finite number of at least `min` (or more than `min`, with `above`). */
-export const checkAmount = (option: string, value: unknown, min: number, above = false): number => {
-	if (typeof value !== 'number' || !Number.isFinite(value) || value < min || (above && value === min)) {
-		invalidOption(option, `a finite number ${above ? 'greater than' : 'of at least'} ${min}`, value);
-	}
-
-	return value as number;
-};
 
 const checkAmountOrFunction = <T>(option: string, value: T, min: number): T => {
 	if (typeof value !== 'function' && (typeof value !== 'number' || !Number.isFinite(value) || value < min)) {

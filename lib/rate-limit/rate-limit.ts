@@ -89,7 +89,7 @@ const checkClientIp = (request: Request, config: RateLimitConfig, log: OnceLogge
  * `ip:<address>` for any other (no cookie, an unknown or forged id, a new session), so
  * that dropping or forging the cookie never escapes the limit. Every request also
  * counts against its address's ceiling (`addressLimit`), so that minting new sessions
- * never escapes it either: the address goes on the request's ticket.
+ * never escapes it either (see {@link addressOf}).
  */
 const sessionOrIpKey =
 	(config: RateLimitConfig, log: OnceLogger): ValueDeterminingMiddleware<string> =>
