@@ -67,25 +67,6 @@ describe('on a Redis Cluster', () => {
 		expect(store.backend).toBe('redis');
 	});
 
-	it('serves express-session, a rate limit and a login guard with no CROSSSLOT error', async () => {
-		const app = createApp(store);
-		app.use(express.json());
-		app.get('/api', rateLimit({ store, limit: 3, windowMs: 60_000 }), (_req, res) => res.json({ ok: true }));
-		app.post('/login-guarded', loginGuard({ store, maxFailures: 2, logger: silentLogger }), (_req, res) => {
-			res.status(401).json({ error: 'no' });
-		});
-
-		const agent = request.agent(app);
-		await agent.post('/login?user=ann').expect(200);
-		const api = [];
-		for (let i = 0; i < 4; i++) api.push((await agent.get('/api')).status);
-		expect(api).toEqual([200, 200, 200, 429]);
-		const logins = [];
-		for (let i = 0; i < 3; i++) logins.push((await agent.post('/login-guarded').send({ username: 'bob' })).status);
-		expect(logins).toEqual([401, 401, 429]);
-		expect((await agent.get('/whoami').expect(200)).body).toMatchObject({ user: 'ann', backend: 'redis' });
-	});
-
 	it('weighs, charges and enforces two windows of a budget, each key set in one slot', async () => {
 		const app = createApp(store);
 		const limiter = rateLimit({
@@ -125,6 +106,25 @@ describe('on a Redis Cluster', () => {
 		await other.get('/budget?cost=4').expect(200);
 		expect(await client.get(`budget:{sid:${second}}:60000`)).toBe('4');
 		expect(store.backend).toBe('redis');
+	});
+
+	it('serves express-session, a rate limit and a login guard with no CROSSSLOT error', async () => {
+		const app = createApp(store);
+		app.use(express.json());
+		app.get('/api', rateLimit({ store, limit: 3, windowMs: 60_000 }), (_req, res) => res.json({ ok: true }));
+		app.post('/login-guarded', loginGuard({ store, maxFailures: 2, logger: silentLogger }), (_req, res) => {
+			res.status(401).json({ error: 'no' });
+		});
+
+		const agent = request.agent(app);
+		await agent.post('/login?user=ann').expect(200);
+		const api = [];
+		for (let i = 0; i < 4; i++) api.push((await agent.get('/api')).status);
+		expect(api).toEqual([200, 200, 200, 429]);
+		const logins = [];
+		for (let i = 0; i < 3; i++) logins.push((await agent.post('/login-guarded').send({ username: 'bob' })).status);
+		expect(logins).toEqual([401, 401, 429]);
+		expect((await agent.get('/whoami').expect(200)).body).toMatchObject({ user: 'ann', backend: 'redis' });
 	});
 
 	it('falls back within the deadline when a master dies', async () => {
