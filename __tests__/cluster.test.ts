@@ -2,7 +2,7 @@ import express from 'express';
 import type { SessionData } from 'express-session';
 import { createCluster, type RedisClusterType } from 'redis';
 import request from 'supertest';
-import { loginGuard, rateLimit, ResilientStore, silentLogger, storeDefaults } from '../lib/index.js';
+import { type BudgetInfo, loginGuard, rateLimit, ResilientStore, silentLogger, storeDefaults } from '../lib/index.js';
 import { createApp, newSid, sessionData } from './helpers/app.js';
 import { RedisCluster } from './helpers/redis-cluster.js';
 
@@ -64,6 +64,47 @@ describe('on a Redis Cluster', () => {
 		expect(await store.length()).toBe(20);
 		await store.clear();
 		expect(await store.length()).toBe(0);
+		expect(store.backend).toBe('redis');
+	});
+
+	it('weighs, charges and enforces two windows of a budget, each key set in one slot', async () => {
+		const app = createApp(store);
+		const limiter = rateLimit({
+			store,
+			prefix: 'budget:',
+			windows: [
+				{ windowMs: 60_000, limit: 10, addressLimit: 14 },
+				{ windowMs: 3_600_000, limit: 12 },
+			],
+			cost: (req) => Number(req.query.cost ?? 1),
+		});
+		app.get('/budget', limiter, async (req, res) => {
+			const { tokens } = req.query;
+			const budget = (req as unknown as { rateLimit: BudgetInfo }).rateLimit;
+			res.json({ charged: tokens === undefined ? null : await budget.charge(Number(tokens)) });
+		});
+
+		const agent = request.agent(app);
+		const { id } = (await agent.post('/login?user=ann').expect(200)).body;
+		await agent.get('/budget?cost=4').expect(200);
+		const charged = await agent.get('/budget?cost=0&tokens=5').expect(200);
+		expect(charged.body.charged).toEqual({ remaining: 1, limited: false });
+		await agent.get('/budget?cost=2').expect(429);
+		await agent.get('/budget?cost=1').expect(200);
+		const own = [`budget:{sid:${id}}:60000`, `budget:{sid:${id}}:3600000`];
+		expect(await Promise.all(own.map((key) => client.get(key)))).toEqual(['10', '10']);
+		const slots = await Promise.all(own.map((key) => cluster.nodes[0].command('CLUSTER', 'KEYSLOT', key)));
+		expect(slots[0]).toBe(slots[1]);
+
+		// Another session of the address: its own windows have room, the address's minute
+		// (10 of 14 used) has not. Its windows live on another slot than the address's, so
+		// they took the cost in a script of their own: given back at once.
+		const other = request.agent(app);
+		const second = (await other.post('/login?user=bob').expect(200)).body.id as string;
+		await other.get('/budget?cost=5').expect(429);
+		expect(await client.get(`budget:{sid:${second}}:60000`)).toBeNull();
+		await other.get('/budget?cost=4').expect(200);
+		expect(await client.get(`budget:{sid:${second}}:60000`)).toBe('4');
 		expect(store.backend).toBe('redis');
 	});
 

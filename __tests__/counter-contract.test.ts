@@ -66,7 +66,8 @@ describe.each<StoreMode>(['redis', 'memory-only', 'fallen-back'])('the counter c
 			const limiter = rateLimit({ store, logger: silentLogger, limit: 2, keyGenerator: () => 'shared' });
 			const app = createLimitedApp(store, limiter, false);
 			expect(await statuses(3, () => callApi(app))).toEqual([200, 200, 429]);
-			expect((await limiter.getKey('shared'))?.totalHits).toBe(3);
+			// The refused request used nothing.
+			expect((await limiter.getKey('shared'))?.totalHits).toBe(2);
 			await limiter.resetKey('shared');
 			expect(await limiter.getKey('shared')).toBeUndefined();
 

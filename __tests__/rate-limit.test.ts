@@ -79,7 +79,8 @@ describe('rateLimit() sharing one limit', () => {
 		const seen = await statuses(10, (i) => callApi(urls[i % 2]!, cookie));
 
 		expect(seen).toEqual([...repeat(200, 5), ...repeat(429, 5)]);
-		expect(await redisCount(`rl:sid:${id}`)).toBe(10);
+		// A refused request uses nothing of the limit.
+		expect(await redisCount(`rl:sid:${id}`)).toBe(5);
 		expect(Number(await redis.command('PTTL', `rl:sid:${id}`))).toBeGreaterThan(50_000);
 	});
 
@@ -93,10 +94,11 @@ describe('rateLimit() sharing one limit', () => {
 		expect(responses.filter((res) => res.status === 200)).toHaveLength(20);
 		expect(responses.filter((res) => res.status === 429)).toHaveLength(40);
 		expect(responses.find((res) => res.status === 200)!.body.key).toBe(`sid:${id}`);
-		// Every request was counted once, atomically: the counts handed out were 1 to 60.
+		// Every request let through was counted once, atomically: the counts handed out were
+		// 1 to 20; the refused ones used nothing.
 		const used = responses.filter((res) => res.status === 200).map((res) => res.body.used as number);
 		expect(used.sort((a, b) => a - b)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
-		expect(await redisCount(`rl:sid:${id}`)).toBe(60);
+		expect(await redisCount(`rl:sid:${id}`)).toBe(20);
 	});
 });
 
@@ -168,7 +170,7 @@ describe('rateLimit() keys', () => {
 		const first = await callApi(url).set('X-Forwarded-For', junk).expect(200);
 		expect(first.body.key).toMatch(/^ip:other:[\w-]{22}$/);
 		await callApi(url).set('X-Forwarded-For', junk).expect(429);
-		expect(await redisCount(`rl:${first.body.key}`)).toBe(2);
+		expect(await redisCount(`rl:${first.body.key}`)).toBe(1);
 	});
 
 	it('counts under keyGenerator when given, honouring skip, statusCode and message', async () => {
@@ -185,7 +187,7 @@ describe('rateLimit() keys', () => {
 		await as('alpha').expect(503, { error: 'slow down' });
 		await as('beta').expect(200);
 		await as('alpha').set('x-internal', 'yes').expect(200);
-		expect(await redisCount('rl:alpha')).toBe(2);
+		expect(await redisCount('rl:alpha')).toBe(1);
 	});
 
 	it('reports a rate limit mounted without session() once, and counts by IP meanwhile', async () => {
@@ -197,7 +199,7 @@ describe('rateLimit() keys', () => {
 		expect(await statuses(4, () => callApi(url))).toEqual([200, 200, 429, 429]);
 		expect(logger.errors).toHaveLength(1);
 		expect(logger.errors[0]).toMatch(/no req\.session: mount it after session\(\)/);
-		expect(await redisCount('rl:ip:127.0.0.1')).toBe(4);
+		expect(await redisCount('rl:ip:127.0.0.1')).toBe(2);
 	});
 });
 
@@ -245,7 +247,7 @@ describe('rateLimit() per-address ceiling', () => {
 		const two = await login(url);
 		expect(await statuses(2, () => callApi(url, one.cookie))).toEqual([200, 200]);
 		expect(await statuses(2, () => callApi(url, two.cookie))).toEqual([200, 429]);
-		expect(await redisCount('rl:addr:127.0.0.1')).toBe(4);
+		expect(await redisCount('rl:addr:127.0.0.1')).toBe(3);
 
 		const byKey = await serve(store, { limit: 2, prefix: 'keyed:', keyGenerator: (req) => String(req.get('x-key')) });
 		const keyed = (key: string) => callApi(byKey).set('x-key', key);
@@ -276,11 +278,11 @@ describe('rateLimit() when Redis fails', () => {
 		await recovered;
 		// Redis came back empty (no script, no counts): the count memory held was merged
 		// back, and counting goes on there.
-		expect(await redisCount(`rl:sid:${id}`)).toBe(6);
+		expect(await redisCount(`rl:sid:${id}`)).toBe(3);
 		const after = [];
 		for (let i = 0; i < 2; i++) after.push(await callApi(url, cookie));
 		expect(after.map((res) => res.status)).toEqual([429, 429]);
-		expect(await redisCount(`rl:sid:${id}`)).toBe(8);
+		expect(await redisCount(`rl:sid:${id}`)).toBe(3);
 		expect(store.backend).toBe('redis');
 	});
 
@@ -303,9 +305,9 @@ describe('rateLimit() when Redis fails', () => {
 		const recovered = nextEvent(store, 'recover');
 		proxy.pass();
 		await recovered;
-		// The three counted in memory were merged into Redis.
+		// The one let through in memory was merged into Redis.
 		const after = await callApi(url, cookie).expect(200);
-		expect(after.body).toMatchObject({ used: 5, limit: 5, backend: 'redis' });
+		expect(after.body).toMatchObject({ used: 3, limit: 5, backend: 'redis' });
 	});
 
 	it('answers within the deadline when Redis stalls, counting in memory', async () => {
@@ -328,10 +330,10 @@ describe('rateLimit() when Redis fails', () => {
 		const recovered = nextEvent(store, 'recover');
 		proxy.pass();
 		await recovered;
-		// The two counted in memory were merged into Redis.
-		expect(await redisCount('rl:stalled')).toBe(3);
+		// The one let through in memory was merged into Redis.
+		expect(await redisCount('rl:stalled')).toBe(2);
 		await callApi(url).expect(429);
-		expect(await redisCount('rl:stalled')).toBe(4);
+		expect(await redisCount('rl:stalled')).toBe(2);
 		expect(store.backend).toBe('redis');
 	});
 
@@ -370,7 +372,7 @@ describe('rateLimit() when Redis fails', () => {
 
 		expect(responses.filter((res) => res.status === 200)).toHaveLength(4);
 		expect(responses.filter((res) => res.status === 429)).toHaveLength(4);
-		expect(await redisCount(`rl:sid:${id}`)).toBe(10);
+		expect(await redisCount(`rl:sid:${id}`)).toBe(6);
 		expect(store.stats().failovers).toBe(0);
 		expect(store.backend).toBe('redis');
 	});
@@ -409,10 +411,16 @@ describe('rateLimit() when Redis fails', () => {
 	};
 
 	it('sends one Redis command per counted request, limited or not', async () => {
-		// One round trip each: EVALSHA, whose script runs PTTL and INCR inside Redis.
-		expect(await commandsOfTen({ limit: 4, keyGenerator: () => 'measured' })).toEqual({ evalsha: 10, pttl: 10, incr: 10 });
-		// With the default key, the address's ceiling is counted by the same script.
-		expect(await commandsOfTen({ limit: 4, prefix: 'default:' })).toEqual({ evalsha: 10, pttl: 20, incr: 20 });
+		// One round trip each: EVALSHA, whose script runs GET and PTTL inside Redis, and SET
+		// for the three let through (a refused request writes nothing).
+		expect(await commandsOfTen({ limit: 4, keyGenerator: () => 'measured' })).toEqual({
+			evalsha: 10,
+			get: 10,
+			pttl: 10,
+			set: 3,
+		});
+		// With the default key, the address's ceiling is checked and counted by the same script.
+		expect(await commandsOfTen({ limit: 4, prefix: 'default:' })).toEqual({ evalsha: 10, get: 20, pttl: 20, set: 6 });
 	});
 });
 
@@ -432,7 +440,7 @@ describe('rateLimit() counts', () => {
 		expect(await statuses(4, () => request(url).get('/missing'))).toEqual(repeat(404, 4));
 		// getKey goes after the last decrement on the same connection.
 		expect(await limiter.getKey('ip:127.0.0.1')).toBeUndefined();
-		expect(await redis.command('GET', 'rl:ip:127.0.0.1')).toBe('0');
+		expect(await redis.command('EXISTS', 'rl:ip:127.0.0.1')).toBe(0);
 
 		await request(url).get('/expiring').expect(500);
 		expect(await limiter.getKey('ip:127.0.0.1')).toBeUndefined();
@@ -447,7 +455,7 @@ describe('rateLimit() counts', () => {
 		await statuses(3, () => callApi(url));
 
 		const info = await limiter.getKey('ip:127.0.0.1');
-		expect(info?.totalHits).toBe(3);
+		expect(info?.totalHits).toBe(2);
 		expect(info!.resetTime!.getTime() - Date.now()).toBeGreaterThan(55_000);
 		await limiter.resetKey('ip:127.0.0.1');
 		expect(await limiter.getKey('ip:127.0.0.1')).toBeUndefined();
@@ -508,10 +516,10 @@ describe('rateLimit() options', () => {
 			[{ windowMs: 0 }, /`windowMs` must be a whole number from 1 to 2147483647; got 0/],
 			[{ windowMs: '1m' }, /`windowMs` must be .*; got "1m"/],
 			[{ windowMs: 2 ** 31 }, /`windowMs` must be a whole number from 1 to 2147483647/],
-			[{ limit: -1 }, /`limit` must be a whole number of at least 0 or a function/],
+			[{ limit: -1 }, /`limit` must be a finite number of at least 0 or a function/],
 			[{ limit: '5' }, /`limit` must be/],
-			[{ limitDuringOutage: 1.5 }, /`limitDuringOutage` must be/],
-			[{ addressLimit: -1 }, /`addressLimit` must be a whole number of at least 0 or a function/],
+			[{ limitDuringOutage: -1.5 }, /`limitDuringOutage` must be/],
+			[{ addressLimit: -1 }, /`addressLimit` must be a finite number of at least 0 or a function/],
 			[{ statusCode: 99 }, /`statusCode` must be a whole number from 100 to 599; got 99/],
 			[{ message: 42 }, /`message` must be a string, an object or a function returning one; got 42/],
 			[{ handler: 'reply' }, /`handler` must be a function; got "reply"/],

@@ -1,7 +1,14 @@
 import { createRequire } from 'node:module';
 import type { SessionData } from 'express-session';
 import request from 'supertest';
-import { ResilientStore, type ResilientStoreOptions, silentLogger } from '../lib/index.js';
+import {
+	type BudgetInfo,
+	rateLimit,
+	type RateLimitOptions,
+	ResilientStore,
+	type ResilientStoreOptions,
+	silentLogger,
+} from '../lib/index.js';
 import { createApp } from './helpers/app.js';
 import { RedisServer } from './helpers/redis-server.js';
 import { TcpProxy } from './helpers/tcp-proxy.js';
@@ -191,5 +198,44 @@ describe('Redis round trips per request with sessions indexed by user', () => {
 		expect(plain).toEqual({ login: 1, read: 0, write: 1 });
 		expect(indexed).toEqual(plain);
 		expect(Number(await redis.command('ZCARD', 'resilient-session:user:{ann}:sess:'))).toBe(2);
+	});
+});
+
+describe('Redis round trips of a budget (rateLimit() with cost, charge and windows)', () => {
+	/**
+	 * Round trips of a request let through, one refused and a charge, behind a budget of
+	 * `windows`, keyed per session (with the address's ceiling, counted by the same script).
+	 */
+	const figures = async (windows: RateLimitOptions['windows']) => {
+		const store = new ResilientStore({ url: proxy.url, logger: silentLogger, timeoutMs: 10_000 });
+		stores.push(store);
+		await store.length();
+		const app = createApp(store, { cookie: { maxAge: HOUR_MS } });
+		const limiter = rateLimit({ store, logger: silentLogger, windows, cost: (req) => Number(req.query.cost ?? 1) });
+		app.get('/budget', limiter, (_req, res) => res.json({ ok: true }));
+		app.get('/charge', limiter, async (req, res) => {
+			res.json(await (req as unknown as { rateLimit: BudgetInfo }).rateLimit.charge(Number(req.query.tokens)));
+		});
+		const agent = request.agent(app);
+		await agent.post('/login?user=ann').expect(200);
+		// The first count and charge on a server also load their scripts into it.
+		await agent.get('/budget?cost=1').expect(200);
+		await agent.get('/charge?cost=0&tokens=1').expect(200);
+		const admitted = await roundTrips(() => agent.get('/budget?cost=3').expect(200));
+		const charged = await roundTrips(() => agent.get('/charge?cost=0&tokens=5').expect(200));
+		const refused = await roundTrips(() => agent.get('/budget?cost=1000').expect(429));
+		expect(store.backend).toBe('redis');
+		return { admitted, charged, refused };
+	};
+
+	it('checks and counts one window or two in one round trip; a charge costs one more', async () => {
+		// The session is read from the copy the login left: the count is the only round trip.
+		expect(await figures([{ windowMs: 60_000, limit: 100 }])).toEqual({ admitted: 1, charged: 2, refused: 1 });
+		expect(
+			await figures([
+				{ windowMs: 60_000, limit: 100 },
+				{ windowMs: 86_400_000, limit: 5_000 },
+			]),
+		).toEqual({ admitted: 1, charged: 2, refused: 1 });
 	});
 });

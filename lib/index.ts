@@ -7,7 +7,16 @@ export type { MemoryOptions, ResilientStoreOptions, Serializer } from './session
 export type { DestroySessionsOfOptions, UserSession } from './session/user-index.js';
 export type { RedisClient } from './redis/client.js';
 export { rateLimit, rateLimitDefaults } from './rate-limit/rate-limit.js';
-export type { RateLimitConfig, RateLimitHandler, RateLimitMessage, RateLimitOptions } from './rate-limit/rate-limit.js';
+export type {
+	BudgetInfo,
+	ChargeResult,
+	RateLimitConfig,
+	RateLimitCost,
+	RateLimitHandler,
+	RateLimitMessage,
+	RateLimitOptions,
+	RateLimitWindow,
+} from './rate-limit/rate-limit.js';
 export { ipKeyGenerator } from 'express-rate-limit';
 export { loginGuard, loginGuardDefaults, normalizeUsername } from './login-guard/login-guard.js';
 export type {

@@ -2,6 +2,12 @@ import type { OnceLogger } from '../logger.js';
 import { BoundedMap } from '../bounded-map.js';
 import { type Change, ChangeJournal } from './change-journal.js';
 
+/**
+ * `count` rounded to a millionth, as Redis keeps the rate limit's counts: fractional
+ * costs added one by one then never drift from what Redis holds.
+ */
+export const roundCount = (count: number): number => Math.round(count * 1_000_000) / 1_000_000;
+
 /** One count held in memory. */
 export interface Entry {
 	readonly kind: string;
@@ -107,21 +113,29 @@ export class MemoryCounts {
 		return made;
 	}
 
-	/** Counts `amount` on `key` (making room for it if new), journaled when `journal`. */
+	/**
+	 * Counts `amount` on `key` (making room for it if new), journaled when `journal`.
+	 * A negative `amount` gives back, never below 0 (the count is then forgotten), and
+	 * journals only what was given back. Counts are kept to a millionth ({@link roundCount}).
+	 */
 	count(key: string, model: CountModel, now: number, journal: boolean, amount = 1): Entry {
 		let entry = this.read(key, now);
 		if (!entry) {
+			if (amount <= 0) return { kind: model.kind, count: 0, at: 0, previousAt: 0, expiresAt: 0, held: false };
 			this.makeRoom(1, now, [key]);
 			entry = { kind: model.kind, count: 0, at: 0, previousAt: 0, expiresAt: 0, held: true };
 			this.#entries.set(key, entry);
 		}
 
+		const before = entry.count;
 		entry.held = true;
-		entry.count += amount;
+		entry.count = Math.max(0, roundCount(before + amount));
 		entry.previousAt = entry.at;
 		entry.at = now;
 		entry.expiresAt = model.expiresAt(entry, now);
-		if (journal) this.#journal.record(key, { kind: model.kind, reset: false, added: amount, at: now });
+		const added = roundCount(entry.count - before);
+		if (entry.count === 0) this.#entries.delete(key);
+		if (journal && added !== 0) this.#journal.record(key, { kind: model.kind, reset: false, added, at: now });
 		return entry;
 	}
 

@@ -1,45 +1,87 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type {
 	ClientRateLimitInfo,
 	IncrementResponse,
 	Options as ExpressRateLimitOptions,
 	Store as CounterStore,
 } from 'express-rate-limit';
+import type { Request, Response } from 'express';
 import { CountingEngine } from '../counting/engine.js';
 import type { RateLimitConfig } from './options.js';
-import { type WindowCount, type WindowSet, windowSet } from './window-set.js';
+import { type Counter, type Counters, fits, type WindowCount, type WindowSet, windowSet } from './window-set.js';
 
-/** The address ceiling of one request: its address key, its limit and the address's. */
-export interface AddressCeiling {
-	readonly address: string;
-	readonly limit: number;
-	readonly ceiling: number;
+/** What one request is counted as, from its key to its take-back. */
+export interface Ticket {
+	/** The request and its response (none for a count made outside the middleware). */
+	readonly request: Request | undefined;
+	readonly response: Response | undefined;
+	/** The key it was counted under (once counted). */
+	key: string | undefined;
+	/** What the request uses of the limit before it runs. */
+	cost: number;
+	/** The limit in force of each window, in the order of `config.windows`. */
+	limits: number[];
+	/** The request's address key and its ceiling in each window: none with a custom `keyGenerator`. */
+	address: { key: string; ceilings: number[] } | undefined;
+	/** The request's counters once its key is known: its windows, then its address's. */
+	counters: Counters;
+	/** The counts after the request (or after its last charge), as `counters`. */
+	counts: readonly (readonly WindowCount[])[];
+	/** Whether the request was let through (`undefined`: not counted, for instance skipped). */
+	admitted: boolean | undefined;
+	/** The cost the request took, to give back when express-rate-limit takes it back. */
+	taken: number;
 }
 
-/** How many requests of one key may wait between their key and their count. */
-const MAX_IN_FLIGHT_PER_KEY = 64;
+export const newTicket = (request?: Request, response?: Response): Ticket => ({
+	request,
+	response,
+	key: undefined,
+	cost: 1,
+	limits: [],
+	address: undefined,
+	counters: [],
+	counts: [],
+	admitted: undefined,
+	taken: 0,
+});
+
+/** express-rate-limit's answer for a request that is let through, and one that is refused (its `limit` is 1). */
+const ADMITTED = 1;
+const REFUSED = 2;
 
 /**
  * express-rate-limit's store interface on the counting engine: express-rate-limit keeps
- * the middleware (options, headers, checks), the engine counts, in Redis through the
- * store's failover or in memory.
+ * the middleware (skip, key, counting each request once, taking failed requests back,
+ * calling the handler), the engine counts, in Redis through the store's failover or in
+ * memory.
  *
- * express-rate-limit hands a store the key alone, and the address ceiling needs the
- * request's address too. The key generator hands it over with {@link expectAddress};
- * express-rate-limit counts each request right after its key resolves, with nothing
- * awaited between, so counts take the addresses in the order keys were made.
+ * express-rate-limit hands a store the key alone, and counts one hit per request, judged
+ * by `hits > limit`: it can neither weigh a request, nor check several windows, nor give
+ * back the cost of one request in particular. So each request carries a {@link Ticket}
+ * (its cost, the limits of its windows, its address's ceilings) in `requests`, an
+ * `AsyncLocalStorage` entered around express-rate-limit's middleware: `increment` and
+ * `decrement`, which express-rate-limit calls in that request's asynchronous context,
+ * read it there. This store does the judging (in Redis's script), and tells
+ * express-rate-limit the verdict as 1 hit (admitted) or 2 (refused) against a limit of 1.
  */
 export class EngineCounterStore implements CounterStore {
 	/** Counts are shared by every instance (express-rate-limit's double-count check uses it). */
 	readonly localKeys = false;
 	readonly prefix: string;
+	readonly requests = new AsyncLocalStorage<Ticket>();
 	readonly #engine: CountingEngine;
 	readonly #set: WindowSet;
-	readonly #ceilings = new Map<string, AddressCeiling[]>();
+	readonly #config: RateLimitConfig;
+	readonly #prepare: (ticket: Ticket) => Promise<void>;
 
-	constructor(config: RateLimitConfig) {
+	/** `prepare`: sets a request's cost and limits on its ticket, before it is counted. */
+	constructor(config: RateLimitConfig, prepare: (ticket: Ticket) => Promise<void>) {
+		this.#prepare = prepare;
 		const { store, prefix, maxMemoryKeys } = config;
 		this.prefix = prefix;
-		this.#set = windowSet(config.windowMs);
+		this.#config = config;
+		this.#set = windowSet(config.windows.map((window) => window.windowMs));
 		this.#engine = new CountingEngine({
 			store,
 			subject: 'rate limit',
@@ -63,44 +105,58 @@ export class EngineCounterStore implements CounterStore {
 		return this.#engine.inOutage;
 	}
 
-	/** The next count of `key` also counts against the address ceiling `ceiling`. */
-	expectAddress(key: string, ceiling: AddressCeiling): void {
-		const waiting = this.#ceilings.get(key);
-		if (!waiting) this.#ceilings.set(key, [ceiling]);
-		else if (waiting.push(ceiling) > MAX_IN_FLIGHT_PER_KEY) waiting.shift();
-	}
-
 	init(_options: ExpressRateLimitOptions): void {}
 
 	async increment(key: string): Promise<IncrementResponse> {
-		const ceiling = this.#takeCeiling(key);
-		if (!ceiling) {
-			const [own] = (await this.#engine.run(this.#set.increment, [this.prefix + key])).value;
-			return { totalHits: own!.count, resetTime: new Date(own!.resetAt) };
-		}
-
-		const keys = [this.prefix + key, `${this.prefix}addr:${ceiling.address}`];
-		const [own, address] = (await this.#engine.run(this.#set.increment, keys)).value as [WindowCount, WindowCount];
-		if (address.count <= ceiling.ceiling) return { totalHits: own.count, resetTime: new Date(own.resetAt) };
-		// Over the address's ceiling: limited until the address's window ends, whatever the key's count.
-		const overOwn = own.count > ceiling.limit;
-		return {
-			totalHits: Math.max(own.count, ceiling.limit + 1),
-			resetTime: new Date(Math.max(address.resetAt, overOwn ? own.resetAt : 0)),
-		};
+		const ticket = this.requests.getStore() ?? this.#ticketOf();
+		// Here rather than in the key generator, so that a custom one reaches
+		// express-rate-limit as given (its checks read it), and only counted requests are
+		// weighed. A cost function that throws fails the request (express-rate-limit
+		// passes a store's error to `next`).
+		if (ticket.request && ticket.response) await this.#prepare(ticket);
+		ticket.key = key;
+		ticket.counters = this.#countersOf(key, ticket);
+		const { cost, counters } = ticket;
+		const { admitted, counts, takenBy } = (await this.#engine.run(this.#set.take, { counters, cost })).value;
+		// On a cluster, the counters of another hash tag may have taken the cost of a
+		// request that one tag refused: given back at once (a refused request uses nothing).
+		if (takenBy.length > 0) await this.#engine.run(this.#set.add, { counters: takenBy, amount: -cost });
+		ticket.counts = counts;
+		ticket.admitted = admitted;
+		ticket.taken = admitted ? cost : 0;
+		// No resetTime: express-rate-limit would skip a take-back after it; `decrement`
+		// skips the windows that ended, each on its own.
+		return { totalHits: admitted ? ADMITTED : REFUSED, resetTime: undefined };
 	}
 
-	async decrement(key: string): Promise<void> {
-		await this.#engine.run(this.#set.decrement, [this.prefix + key]);
+	/** Gives back the cost its request took, in the windows that have not ended since. */
+	async decrement(_key: string): Promise<void> {
+		const ticket = this.requests.getStore();
+		if (!ticket || ticket.taken === 0) return;
+		const amount = ticket.taken;
+		ticket.taken = 0;
+		const now = Date.now();
+		const counters = ticket.counters.map((group, g) => group.filter((_counter, i) => ticket.counts[g]![i]!.resetAt > now));
+		await this.#engine.run(this.#set.add, { counters, amount: -amount });
+	}
+
+	/**
+	 * Adds `amount` after the fact to every counter of `ticket`'s request (negative:
+	 * gives back, never below 0), whatever the limits: what it counts was already spent.
+	 */
+	async charge(ticket: Ticket, amount: number): Promise<void> {
+		const counts = (await this.#engine.run(this.#set.add, { counters: ticket.counters, amount })).value;
+		ticket.counts = counts;
 	}
 
 	async resetKey(key: string): Promise<void> {
-		await this.#engine.run(this.#set.reset, [this.prefix + key]);
+		await this.#engine.run(this.#set.reset, this.#ownCounters(key, []));
 	}
 
+	/** The count of `key` in its first window (see `windows`). */
 	async get(key: string): Promise<ClientRateLimitInfo | undefined> {
-		const [counted] = (await this.#engine.run(this.#set.read, [this.prefix + key])).value;
-		return counted!.count > 0 ? { totalHits: counted!.count, resetTime: new Date(counted!.resetAt) } : undefined;
+		const [[counted]] = (await this.#engine.run(this.#set.read, [this.#ownCounters(key, [])])).value as [[WindowCount]];
+		return counted.count > 0 ? { totalHits: counted.count, resetTime: new Date(counted.resetAt) } : undefined;
 	}
 
 	/** Leaves the store's recovery (express-rate-limit's `shutdown`). */
@@ -108,11 +164,91 @@ export class EngineCounterStore implements CounterStore {
 		this.#engine.close();
 	}
 
-	#takeCeiling(key: string): AddressCeiling | undefined {
-		const waiting = this.#ceilings.get(key);
-		if (!waiting) return undefined;
-		const ceiling = waiting.shift();
-		if (waiting.length === 0) this.#ceilings.delete(key);
-		return ceiling;
+	/** A ticket for a request counted outside the middleware's context: cost 1, the limits as numbers. */
+	#ticketOf(): Ticket {
+		const ticket = newTicket();
+		ticket.limits = this.#config.windows.map((window) => (typeof window.limit === 'number' ? window.limit : 0));
+		return ticket;
+	}
+
+	/**
+	 * The counters of `key`: one key per window, `<prefix><key>` for a single window (as
+	 * ever), `<prefix>{<key>}:<windowMs>` for several, whose hash tag keeps them in one slot
+	 * (one script on a cluster).
+	 */
+	#ownCounters(key: string, limits: readonly number[]): Counter[] {
+		const { windows } = this.#config;
+		return windows.map((window, i) => ({
+			key: windows.length === 1 ? this.prefix + key : `${this.prefix}{${key}}:${window.windowMs}`,
+			windowMs: window.windowMs,
+			limit: limits[i] ?? 0,
+		}));
+	}
+
+	#countersOf(key: string, ticket: Ticket): Counters {
+		const own = this.#ownCounters(key, ticket.limits);
+		const { address } = ticket;
+		if (!address) return [own];
+		const { windows } = this.#config;
+		const ceilings = windows.map((window, i) => ({
+			key:
+				windows.length === 1
+					? `${this.prefix}addr:${address.key}`
+					: `${this.prefix}addr:{${address.key}}:${window.windowMs}`,
+			windowMs: window.windowMs,
+			limit: address.ceilings[i]!,
+		}));
+		return [own, ceilings];
 	}
 }
+
+/** What the headers and `req.rateLimit` describe: the window closest to its limit. */
+export interface Shown {
+	/** Index of the window in `config.windows`. */
+	readonly window: number;
+	readonly limit: number;
+	readonly used: number;
+	readonly remaining: number;
+	readonly resetAt: number;
+	/** No request can be let through until `resetAt` (for `charge`: the budget is spent). */
+	readonly limited: boolean;
+}
+
+/**
+ * The window of `ticket`'s request that is closest to its limit: the one with the least
+ * left (of two as close, the one that resets later). For a refused request, the window
+ * that refused it (of several, the one that resets last: the client may retry only
+ * then). A refusal by the address's ceiling shows nothing left until the ceiling resets.
+ * `cost`: what the next request would take, to tell which windows refuse it.
+ */
+export const closestWindow = (ticket: Ticket, cost: number): Shown => {
+	const [own = [], address = []] = ticket.counters;
+	const [ownCounts = [], addressCounts = []] = ticket.counts;
+	const windows = own.map((counter, i) => {
+		const { count, resetAt } = ownCounts[i]!;
+		return {
+			window: i,
+			limit: counter.limit,
+			used: count,
+			remaining: Math.max(0, counter.limit - count),
+			resetAt,
+			refuses: !fits(count, cost, counter.limit),
+		};
+	});
+	const later = <T extends { resetAt: number }>(a: T, b: T) => (b.resetAt > a.resetAt ? b : a);
+	const refusing = windows.filter((window) => window.refuses);
+	let shown = refusing.length > 0
+		? refusing.reduce(later)
+		: windows.reduce((a, b) => (b.remaining < a.remaining || (b.remaining === a.remaining && b.resetAt > a.resetAt) ? b : a));
+	const ceilingsRefusing = address.filter((counter, i) => !fits(addressCounts[i]!.count, cost, counter.limit));
+	if (ceilingsRefusing.length > 0) {
+		const resetAt = Math.max(
+			...ceilingsRefusing.map((counter) => addressCounts[address.indexOf(counter)]!.resetAt),
+			refusing.length > 0 ? shown.resetAt : 0,
+		);
+		shown = { ...shown, remaining: 0, resetAt, refuses: true };
+	}
+
+	const { refuses, ...rest } = shown;
+	return { ...rest, limited: refuses };
+};

@@ -2,6 +2,7 @@ import type { NextFunction, Request, Response } from 'express';
 import type { DraftHeadersVersion, EnabledValidations, ValueDeterminingMiddleware } from 'express-rate-limit';
 import type { Logger } from '../logger.js';
 import {
+	checkAmount,
 	checkBoolean,
 	checkFunction,
 	checkInteger,
@@ -30,6 +31,33 @@ export type RateLimitHandler = (
 	options: RateLimitConfig,
 ) => void | Promise<void>;
 
+/** What a request uses of the limit before it runs: a number, or a function of the request. */
+export type RateLimitCost = number | ((request: Request, response: Response) => number | Promise<number>);
+
+/** One window of a limit with several (`windows`). */
+export interface RateLimitWindow {
+	/** How long the window lasts, in milliseconds (at most 2 147 483 647). */
+	readonly windowMs: number;
+	/** The most a client may use in the window (more than 0; may be fractional). */
+	readonly limit: number;
+	/**
+	 * The window's limit while the store is on memory because Redis failed (see the
+	 * option of that name).
+	 * @default limit
+	 */
+	readonly limitDuringOutage?: number;
+	/**
+	 * The most one client address may use in the window (see the option of that name).
+	 * @default 10 × the limit in force
+	 */
+	readonly addressLimit?: number;
+	/**
+	 * The window's name in the draft-8 headers.
+	 * @default `${limit}-in-${window}`, for example `'5000-in-1day'`
+	 */
+	readonly identifier?: string;
+}
+
 /** Options of {@link rateLimit}. Those of express-rate-limit keep its names and meanings. */
 export interface RateLimitOptions {
 	/**
@@ -45,11 +73,31 @@ export interface RateLimitOptions {
 	 */
 	readonly windowMs?: number;
 	/**
-	 * The most requests a client may make in a window, or a function of the request
-	 * that returns it. The same as express-rate-limit.
+	 * The most requests a client may make in a window (with `cost`: the most it may
+	 * use), or a function of the request that returns it. The same as express-rate-limit;
+	 * it may be fractional (a budget in dollars, say).
 	 * @default 5
 	 */
 	readonly limit?: number | ValueDeterminingMiddleware<number>;
+	/**
+	 * Several windows for one limit, for example 100 a minute and 5 000 a day: each
+	 * request is checked and counted against all of them together, in one round trip,
+	 * and refused if any would go over. Replaces `windowMs`, `limit`,
+	 * `limitDuringOutage`, `addressLimit` and `identifier`, which each window sets for
+	 * itself. The headers and `req.rateLimit` describe the window closest to its limit.
+	 * @default one window of `windowMs` and `limit`
+	 */
+	readonly windows?: readonly RateLimitWindow[];
+	/**
+	 * What a request uses of the limit before it runs (an expensive route may cost 10),
+	 * or a function of the request that returns it (it may be async). A finite number of
+	 * 0 or more, fractional if the limit is. A request whose cost does not fit in what is
+	 * left is refused and uses nothing. A function that returns anything else fails the
+	 * request with a `TypeError` passed to `next`. What is known only after the
+	 * response (tokens a model generated) is added with `req.rateLimit.charge(amount)`.
+	 * @default 1
+	 */
+	readonly cost?: RateLimitCost;
 	/**
 	 * The limit while the store is on memory because Redis failed. Counts are then kept
 	 * by each instance on its own, so a client spread over `n` instances could make up
@@ -131,7 +179,7 @@ export interface RateLimitOptions {
 	 */
 	readonly retryAfter?: number | ValueDeterminingMiddleware<number>;
 	/**
-	 * The property of `req` that holds `{ limit, used, remaining, resetTime, key }`.
+	 * The property of `req` that holds `{ limit, used, remaining, resetTime, key, charge }`.
 	 * @default 'rateLimit'
 	 */
 	readonly requestPropertyName?: string;
@@ -207,11 +255,17 @@ export const rateLimitDefaults = Object.freeze({
  */
 export interface RateLimitConfig {
 	readonly store: ResilientStore;
+	/** The first window's (see `windows`). */
 	readonly windowMs: number;
+	/** The first window's (see `windows`). */
 	readonly limit: number | ValueDeterminingMiddleware<number>;
+	/** The first window's (see `windows`). */
 	readonly limitDuringOutage: number | ValueDeterminingMiddleware<number>;
-	/** `undefined`: {@link ADDRESS_LIMIT_PER_LIMIT} times the limit in force. */
+	/** The first window's (see `windows`); `undefined`: {@link ADDRESS_LIMIT_PER_LIMIT} times the limit in force. */
 	readonly addressLimit: number | ValueDeterminingMiddleware<number> | undefined;
+	/** Every window: the one of `windowMs` and `limit`, or those of `windows`. */
+	readonly windows: readonly WindowConfig[];
+	readonly cost: RateLimitCost;
 	readonly message: RateLimitMessage | ValueDeterminingMiddleware<RateLimitMessage>;
 	readonly statusCode: number;
 	readonly handler: RateLimitHandler;
@@ -232,6 +286,17 @@ export interface RateLimitConfig {
 	readonly logger: Logger;
 }
 
+/** One window, resolved: the options of {@link RateLimitWindow}, or the top-level ones. */
+export interface WindowConfig {
+	readonly windowMs: number;
+	readonly limit: number | ValueDeterminingMiddleware<number>;
+	readonly limitDuringOutage: number | ValueDeterminingMiddleware<number>;
+	/** `undefined`: {@link ADDRESS_LIMIT_PER_LIMIT} times the limit in force. */
+	readonly addressLimit: number | ValueDeterminingMiddleware<number> | undefined;
+	/** `undefined`: `${limit}-in-${window}`. */
+	readonly identifier: string | ValueDeterminingMiddleware<string> | undefined;
+}
+
 // ---------------------------------------------------------------------------------------
 // Options
 
@@ -246,6 +311,8 @@ const KNOWN_OPTIONS = Object.freeze({
 	store: true,
 	windowMs: true,
 	limit: true,
+	windows: true,
+	cost: true,
 	limitDuringOutage: true,
 	addressLimit: true,
 	message: true,
@@ -280,6 +347,54 @@ const MAX_WINDOW_MS = 2 ** 31 - 1;
 
 const DRAFTS: readonly unknown[] = ['draft-6', 'draft-7', 'draft-8'];
 
+/** The options of each window of `windows`. */
+const WINDOW_OPTIONS = Object.freeze({
+	windowMs: true,
+	limit: true,
+	limitDuringOutage: true,
+	addressLimit: true,
+	identifier: true,
+} satisfies Record<keyof RateLimitWindow, true>);
+
+/** Options that each window of `windows` sets for itself. */
+const PER_WINDOW = ['windowMs', 'limit', 'limitDuringOutage', 'addressLimit', 'identifier'] as const;
+
+const checkAmountOrFunction = <T>(option: string, value: T, min: number): T => {
+	if (typeof value !== 'function' && (typeof value !== 'number' || !Number.isFinite(value) || value < min)) {
+		invalidOption(option, `a finite number of at least ${min} or a function returning one`, value);
+	}
+
+	return value;
+};
+
+/** Checks `windows` into resolved windows: a non-empty array of distinct `{ windowMs, limit }`. */
+const resolveWindows = (value: unknown): WindowConfig[] => {
+	if (!Array.isArray(value) || value.length === 0) {
+		invalidOption('windows', 'a non-empty array of { windowMs, limit }', value);
+	}
+
+	const windows = (value as unknown[]).map((given, i): WindowConfig => {
+		const name = `windows[${i}]`;
+		const window = checkObject(name, given, 'an object { windowMs, limit }') as unknown as RateLimitWindow;
+		rejectUnknownOptions(`rateLimit() ${name}`, window, WINDOW_OPTIONS);
+		const limit = checkAmount(`${name}.limit`, window.limit, 0, true);
+		return {
+			windowMs: checkIntegerIn(`${name}.windowMs`, window.windowMs, 1, MAX_WINDOW_MS),
+			limit,
+			limitDuringOutage:
+				window.limitDuringOutage === undefined ? limit : checkAmount(`${name}.limitDuringOutage`, window.limitDuringOutage, 0),
+			addressLimit: window.addressLimit === undefined ? undefined : checkAmount(`${name}.addressLimit`, window.addressLimit, 0),
+			identifier: window.identifier === undefined ? undefined : checkString(`${name}.identifier`, window.identifier, true),
+		};
+	});
+	const lengths = new Set(windows.map((window) => window.windowMs));
+	if (lengths.size < windows.length) {
+		invalidOption('windows', 'windows of different lengths (keep the lower limit of two of one length)', value);
+	}
+
+	return windows;
+};
+
 const checkIntegerOrFunction = <T>(option: string, value: T, min: number): T => {
 	if (typeof value !== 'function' && (typeof value !== 'number' || !Number.isInteger(value) || value < min)) {
 		invalidOption(option, `a whole number of at least ${min} or a function returning one`, value);
@@ -311,7 +426,22 @@ export const resolveRateLimitOptions = (options: RateLimitOptions): RateLimitCon
 		invalidOption('store', 'the ResilientStore that session() uses', given.store);
 	}
 
-	const limit = checkIntegerOrFunction('limit', pick('limit'), 0);
+	if (given.windows !== undefined) {
+		const both = PER_WINDOW.find((name) => given[name] !== undefined);
+		if (both) {
+			throw new TypeError(
+				`resilient-session: rateLimit() takes \`${both}\` or \`windows\`, not both: give each window its own \`${both}\``,
+			);
+		}
+	}
+
+	const windowMs = checkIntegerIn('windowMs', pick('windowMs'), 1, MAX_WINDOW_MS);
+	const limit = checkAmountOrFunction('limit', pick('limit'), 0);
+	const limitDuringOutage = checkAmountOrFunction('limitDuringOutage', given.limitDuringOutage ?? limit, 0);
+	const addressLimit =
+		given.addressLimit === undefined ? undefined : checkAmountOrFunction('addressLimit', given.addressLimit, 0);
+	const cost = given.cost ?? 1;
+	if (typeof cost !== 'function') checkAmount('cost', cost, 0);
 	const message = pick('message');
 	if (typeof message !== 'string' && typeof message !== 'function' && (typeof message !== 'object' || message === null)) {
 		invalidOption('message', 'a string, an object or a function returning one', message);
@@ -328,6 +458,11 @@ export const resolveRateLimitOptions = (options: RateLimitOptions): RateLimitCon
 
 	const identifier = given.identifier;
 	if (identifier !== undefined && typeof identifier !== 'function') checkString('identifier', identifier, true);
+	const windows =
+		given.windows === undefined
+			? [{ windowMs, limit, limitDuringOutage, addressLimit, identifier }]
+			: resolveWindows(given.windows);
+	const [first] = windows as [WindowConfig];
 
 	const validate = pick('validate');
 	if (typeof validate !== 'boolean') {
@@ -336,11 +471,12 @@ export const resolveRateLimitOptions = (options: RateLimitOptions): RateLimitCon
 
 	return Object.freeze({
 		store: given.store,
-		windowMs: checkIntegerIn('windowMs', pick('windowMs'), 1, MAX_WINDOW_MS),
-		limit,
-		limitDuringOutage: checkIntegerOrFunction('limitDuringOutage', given.limitDuringOutage ?? limit, 0),
-		addressLimit:
-			given.addressLimit === undefined ? undefined : checkIntegerOrFunction('addressLimit', given.addressLimit, 0),
+		windowMs: first.windowMs,
+		limit: first.limit,
+		limitDuringOutage: first.limitDuringOutage,
+		addressLimit: first.addressLimit,
+		windows: Object.freeze(windows.map((window) => Object.freeze(window))),
+		cost,
 		message,
 		statusCode: checkIntegerIn('statusCode', pick('statusCode'), 100, 599),
 		handler: checkFunction('handler', given.handler ?? sendMessage),
@@ -349,7 +485,7 @@ export const resolveRateLimitOptions = (options: RateLimitOptions): RateLimitCon
 		ipv6Subnet,
 		standardHeaders: standardHeaders as false | DraftHeadersVersion,
 		legacyHeaders: checkBoolean('legacyHeaders', pick('legacyHeaders')),
-		identifier,
+		identifier: first.identifier,
 		retryAfter:
 			given.retryAfter === undefined ? undefined : checkIntegerOrFunction('retryAfter', given.retryAfter, 0),
 		requestPropertyName: checkString('requestPropertyName', pick('requestPropertyName'), true),

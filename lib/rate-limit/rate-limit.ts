@@ -1,9 +1,8 @@
 import { isIP } from 'node:net';
-import type { Request, Response } from 'express';
+import type { NextFunction, Request, Response } from 'express';
 import {
 	rateLimit as expressRateLimit,
 	type Options as ExpressRateLimitOptions,
-	type RateLimitInfo,
 	type RateLimitRequestHandler,
 	type ValueDeterminingMiddleware,
 } from 'express-rate-limit';
@@ -12,16 +11,26 @@ import { isResilientStore } from '../session/options.js';
 import { requestAddressKey } from '../counting/client-address.js';
 import { storedSessionId } from '../session/request-session.js';
 import type { ResilientStore } from '../session/store.js';
+import { describe } from '../options/checks.js';
 import {
 	ADDRESS_LIMIT_PER_LIMIT,
 	type RateLimitConfig,
 	type RateLimitOptions,
 	resolveRateLimitOptions,
 } from './options.js';
-import { EngineCounterStore } from './counter-store.js';
+import { closestWindow, EngineCounterStore, newTicket, type Shown, type Ticket } from './counter-store.js';
+import { type BudgetInfo, budgetInfo, setHeaders, setRetryAfter } from './headers.js';
 
 export { rateLimitDefaults } from './options.js';
-export type { RateLimitConfig, RateLimitHandler, RateLimitMessage, RateLimitOptions } from './options.js';
+export type {
+	RateLimitConfig,
+	RateLimitCost,
+	RateLimitHandler,
+	RateLimitMessage,
+	RateLimitOptions,
+	RateLimitWindow,
+} from './options.js';
+export type { BudgetInfo, ChargeResult } from './headers.js';
 
 // ---------------------------------------------------------------------------------------
 // Keys
@@ -80,15 +89,10 @@ const checkClientIp = (request: Request, config: RateLimitConfig, log: OnceLogge
  * `ip:<address>` for any other (no cookie, an unknown or forged id, a new session), so
  * that dropping or forging the cookie never escapes the limit. Every request also
  * counts against its address's ceiling (`addressLimit`), so that minting new sessions
- * never escapes it either.
+ * never escapes it either (see {@link addressOf}).
  */
 const sessionOrIpKey =
-	(
-		config: RateLimitConfig,
-		log: OnceLogger,
-		counts: EngineCounterStore,
-		limit: number | ValueDeterminingMiddleware<number>,
-	): ValueDeterminingMiddleware<string> =>
+	(config: RateLimitConfig, log: OnceLogger): ValueDeterminingMiddleware<string> =>
 	async (request, response) => {
 		if (!request.session) {
 			log.error(
@@ -105,20 +109,31 @@ const sessionOrIpKey =
 		}
 
 		const sid = storedSessionId(request);
-		if (sid === undefined) checkClientIp(request, config, log);
-		const { ipv6Subnet, addressLimit } = config;
-		const address = await requestAddressKey(
-			request,
-			typeof ipv6Subnet === 'function' ? () => ipv6Subnet(request, response) : ipv6Subnet,
-		);
-		const key = sid === undefined ? `ip:${address}` : `sid:${sid}`;
-		const inForce = await valueOf(limit, request, response);
-		const ceiling =
-			addressLimit === undefined ? inForce * ADDRESS_LIMIT_PER_LIMIT : await valueOf(addressLimit, request, response);
-		// Last, with nothing awaited after it: see EngineCounterStore.
-		counts.expectAddress(key, { address, limit: inForce, ceiling });
-		return key;
+		if (sid !== undefined) return `sid:${sid}`;
+		checkClientIp(request, config, log);
+		return `ip:${await clientAddress(config, request, response)}`;
 	};
+
+/** The key of the request's client address (its IPv6 subnet of `ipv6Subnet`). */
+const clientAddress = (config: RateLimitConfig, request: Request, response: Response): Promise<string> => {
+	const { ipv6Subnet } = config;
+	return requestAddressKey(request, typeof ipv6Subnet === 'function' ? () => ipv6Subnet(request, response) : ipv6Subnet);
+};
+
+/**
+ * The request's address and its ceiling in each window (`addressLimit`, by default
+ * {@link ADDRESS_LIMIT_PER_LIMIT} times the window's limit in force), with the default key.
+ */
+const addressOf = async (config: RateLimitConfig, limits: readonly number[], request: Request, response: Response) => {
+	const ceilings = await Promise.all(
+		config.windows.map((window, i) =>
+			window.addressLimit === undefined
+				? limits[i]! * ADDRESS_LIMIT_PER_LIMIT
+				: valueOf(window.addressLimit, request, response),
+		),
+	);
+	return { key: await clientAddress(config, request, response), ceilings };
+};
 
 // ---------------------------------------------------------------------------------------
 // Middleware
@@ -126,48 +141,34 @@ const sessionOrIpKey =
 const valueOf = <T>(value: T | ValueDeterminingMiddleware<T>, request: Request, response: Response) =>
 	typeof value === 'function' ? (value as ValueDeterminingMiddleware<T>)(request, response) : value;
 
-/**
- * The limit in force: `limitDuringOutage` while the store's failover is on memory.
- * Read when express-rate-limit asks, right after the count, so a request counted at
- * the very moment the store switches may be judged by the other limit.
- */
-const limitInForce = (
-	config: RateLimitConfig,
-	counts: EngineCounterStore,
-): number | ValueDeterminingMiddleware<number> => {
-	const { limit, limitDuringOutage } = config;
-	if (limitDuringOutage === limit) return limit;
-	return (request, response) => valueOf(counts.inOutage ? limitDuringOutage : limit, request, response);
-};
-
-/** Seconds until `resetTime`, as express-rate-limit computes them for its headers. */
-const secondsUntil = (resetTime: Date | undefined, windowMs: number): number =>
-	resetTime ? Math.max(0, Math.ceil((resetTime.getTime() - Date.now()) / 1000)) : Math.ceil(windowMs / 1000);
-
-/**
- * Runs `handler` with this package's config (express-rate-limit would pass its own).
- * express-rate-limit sets `Retry-After` itself whenever `standardHeaders` or
- * `legacyHeaders` is on; with both off it sends none, and a limited client should
- * still learn when to retry, so it is set here in that case only.
- */
-const limitedHandler = (config: RateLimitConfig): ExpressRateLimitOptions['handler'] => {
-	if (config.standardHeaders !== false || config.legacyHeaders) {
-		return (request, response, next) => config.handler(request, response, next, config);
+/** The cost of a request, checked: a function's answer is only known per request. */
+const costOf = async (config: RateLimitConfig, request: Request, response: Response): Promise<number> => {
+	const { cost } = config;
+	if (typeof cost === 'number') return cost;
+	const value = await cost(request, response);
+	if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
+		throw new TypeError(`resilient-session: rateLimit() \`cost\` must return a finite number of at least 0; got ${describe(value)}`);
 	}
 
-	return async (request, response, next) => {
-		if (!response.headersSent && !response.hasHeader('Retry-After')) {
-			const info = (request as unknown as Record<string, RateLimitInfo | undefined>)[config.requestPropertyName];
-			const seconds =
-				config.retryAfter === undefined
-					? secondsUntil(info?.resetTime, config.windowMs)
-					: await valueOf(config.retryAfter, request, response);
-			response.setHeader('Retry-After', String(seconds));
-		}
-
-		await config.handler(request, response, next, config);
-	};
+	return value;
 };
+
+/**
+ * The limits in force of each window: `limitDuringOutage` while the store's failover is
+ * on memory. Read before the count, so a request counted at the very moment the store
+ * switches may be judged by the other limit.
+ */
+const limitsOf = (config: RateLimitConfig, counts: EngineCounterStore, request: Request, response: Response) =>
+	Promise.all(
+		config.windows.map(async (window) => {
+			const limit = await valueOf(counts.inOutage ? window.limitDuringOutage : window.limit, request, response);
+			if (typeof limit !== 'number' || !Number.isFinite(limit) || limit < 0) {
+				throw new TypeError(`resilient-session: rateLimit() \`limit\` must be a finite number of at least 0; got ${describe(limit)}`);
+			}
+
+			return limit;
+		}),
+	);
 
 /** express-rate-limit logs `(error, message?)`; the package's loggers take `(message, ...details)`. */
 const asExpressRateLimitLogger = (logger: Logger): ExpressRateLimitOptions['logger'] => {
@@ -182,9 +183,10 @@ const asExpressRateLimitLogger = (logger: Logger): ExpressRateLimitOptions['logg
 const prefixesInUse = new WeakMap<ResilientStore, Set<string>>();
 
 /**
- * Per-session rate limiting, shared by every instance through the store's Redis, with
- * the store's memory fallback: express-rate-limit's middleware (its options, headers
- * and checks), counting with rate-limit-redis's script.
+ * Per-session rate limiting and budgets, shared by every instance through the store's
+ * Redis, with the store's memory fallback: express-rate-limit's middleware (skip, keys,
+ * its checks, taking failed requests back, the handler), with the counting, the
+ * weighing (`cost`, `charge`), several windows and the headers of this package.
  *
  * Mount it after `session()`. A request whose session was loaded from the store counts
  * under its session id; any other under its client IP.
@@ -211,20 +213,51 @@ export const rateLimit = (options: RateLimitOptions): RateLimitRequestHandler =>
 		config.logger.warn('resilient-session: rateLimit() ignores `ipv6Subnet` when `keyGenerator` is given');
 	}
 
-	const counts = new EngineCounterStore(config);
-	const limit = limitInForce(config, counts);
-	return expressRateLimit({
+	// The request's cost and limits go on its ticket right before express-rate-limit counts it.
+	const prepare = async (ticket: Ticket) => {
+		const { request, response } = ticket as { request: Request; response: Response };
+		ticket.cost = await costOf(config, request, response);
+		ticket.limits = await limitsOf(config, counts, request, response);
+		if (!config.keyGenerator) ticket.address = await addressOf(config, ticket.limits, request, response);
+	};
+
+	const counts = new EngineCounterStore(config, prepare);
+	const ticketOf = () => counts.requests.getStore()!;
+
+	/** `req.rateLimit` and the headers, once the request was counted; the shown window for a refused one. */
+	const describeRequest = async (request: Request, response: Response): Promise<Shown | undefined> => {
+		const ticket = ticketOf();
+		const { key } = ticket;
+		if (ticket.admitted === undefined || key === undefined) return undefined;
+		const shown = closestWindow(ticket, ticket.admitted ? 0 : ticket.cost);
+		const info = budgetInfo(
+			ticket,
+			key,
+			shown,
+			(charged, amount) => counts.charge(charged, amount),
+			(now) => setHeaders(request, response, config, ticket, key, now),
+		);
+		(request as unknown as Record<string, BudgetInfo>)[config.requestPropertyName] = info;
+		await setHeaders(request, response, config, ticket, key, shown);
+		return shown;
+	};
+
+	const limiter = expressRateLimit({
 		windowMs: config.windowMs,
-		limit,
+		// The store judges each request and answers 1 hit (let through) or 2 (refused): see EngineCounterStore.
+		limit: 1,
 		message: config.message,
 		statusCode: config.statusCode,
-		handler: limitedHandler(config),
+		handler: async (request, response, next) => {
+			const shown = await describeRequest(request, response);
+			if (shown) await setRetryAfter(request, response, config, shown);
+			await config.handler(request, response, next, config);
+		},
 		skip: config.skip,
-		keyGenerator: config.keyGenerator ?? sessionOrIpKey(config, log, counts, limit),
-		standardHeaders: config.standardHeaders,
-		legacyHeaders: config.legacyHeaders,
-		...(config.identifier === undefined ? {} : { identifier: config.identifier }),
-		...(config.retryAfter === undefined ? {} : { retryAfter: config.retryAfter }),
+		keyGenerator: config.keyGenerator ?? sessionOrIpKey(config, log),
+		// Set by describeRequest: express-rate-limit's describe one window and one count of hits.
+		standardHeaders: false,
+		legacyHeaders: false,
 		requestPropertyName: config.requestPropertyName,
 		skipFailedRequests: config.skipFailedRequests,
 		skipSuccessfulRequests: config.skipSuccessfulRequests,
@@ -233,4 +266,16 @@ export const rateLimit = (options: RateLimitOptions): RateLimitRequestHandler =>
 		validate: config.validate,
 		logger: asExpressRateLimitLogger(config.logger),
 	});
+
+	const middleware = (request: Request, response: Response, next: NextFunction) =>
+		// Everything express-rate-limit does for this request, its take-back after the
+		// response included, runs in the request's context, where the store finds its ticket.
+		counts.requests.run(newTicket(request, response), () =>
+			limiter(request, response, (error?: unknown) => {
+				if (error !== undefined) return next(error);
+				describeRequest(request, response).then(() => next(), next);
+			}),
+		);
+
+	return Object.assign(middleware, { resetKey: limiter.resetKey, getKey: limiter.getKey }) as RateLimitRequestHandler;
 };
