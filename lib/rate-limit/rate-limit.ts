@@ -8,6 +8,7 @@ import {
 	type ValueDeterminingMiddleware,
 } from 'express-rate-limit';
 import { type Logger, OnceLogger } from '../logger.js';
+import { type Observers, observersOf } from '../operations/observers.js';
 import { isResilientStore } from '../session/options.js';
 import { requestAddressKey } from '../counting/client-address.js';
 import { storedSessionId } from '../session/request-session.js';
@@ -150,12 +151,16 @@ const secondsUntil = (resetTime: Date | undefined, windowMs: number): number =>
  * `legacyHeaders` is on; with both off it sends none, and a limited client should
  * still learn when to retry, so it is set here in that case only.
  */
-const limitedHandler = (config: RateLimitConfig): ExpressRateLimitOptions['handler'] => {
+const limitedHandler = (config: RateLimitConfig, observers: Observers): ExpressRateLimitOptions['handler'] => {
 	if (config.standardHeaders !== false || config.legacyHeaders) {
-		return (request, response, next) => config.handler(request, response, next, config);
+		return (request, response, next) => {
+			observers.rateLimit('limited');
+			return config.handler(request, response, next, config);
+		};
 	}
 
 	return async (request, response, next) => {
+		observers.rateLimit('limited');
 		if (!response.headersSent && !response.hasHeader('Retry-After')) {
 			const info = (request as unknown as Record<string, RateLimitInfo | undefined>)[config.requestPropertyName];
 			const seconds =
@@ -168,6 +173,26 @@ const limitedHandler = (config: RateLimitConfig): ExpressRateLimitOptions['handl
 		await config.handler(request, response, next, config);
 	};
 };
+
+/**
+ * Reports the requests `limiter` lets through to the store's observers (the limited
+ * ones are reported by the handler): a request it passes on without an error, unless
+ * it was over the limit (a handler that calls `next()` after all).
+ */
+const reportingAllowed = (
+	limiter: RateLimitRequestHandler,
+	observers: Observers,
+	requestPropertyName: string,
+): RateLimitRequestHandler =>
+	Object.assign(
+		(request: Request, response: Response, next: (error?: unknown) => void) =>
+			limiter(request, response, (error?: unknown) => {
+				const info = (request as unknown as Record<string, RateLimitInfo | undefined>)[requestPropertyName];
+				if (error === undefined && !(info && info.used > info.limit)) observers.rateLimit('allowed');
+				next(error);
+			}),
+		{ resetKey: limiter.resetKey, getKey: limiter.getKey },
+	) as RateLimitRequestHandler;
 
 /** express-rate-limit logs `(error, message?)`; the package's loggers take `(message, ...details)`. */
 const asExpressRateLimitLogger = (logger: Logger): ExpressRateLimitOptions['logger'] => {
@@ -213,12 +238,13 @@ export const rateLimit = (options: RateLimitOptions): RateLimitRequestHandler =>
 
 	const counts = new EngineCounterStore(config);
 	const limit = limitInForce(config, counts);
-	return expressRateLimit({
+	const observers = observersOf(config.store);
+	const limiter = expressRateLimit({
 		windowMs: config.windowMs,
 		limit,
 		message: config.message,
 		statusCode: config.statusCode,
-		handler: limitedHandler(config),
+		handler: limitedHandler(config, observers),
 		skip: config.skip,
 		keyGenerator: config.keyGenerator ?? sessionOrIpKey(config, log, counts, limit),
 		standardHeaders: config.standardHeaders,
@@ -233,4 +259,5 @@ export const rateLimit = (options: RateLimitOptions): RateLimitRequestHandler =>
 		validate: config.validate,
 		logger: asExpressRateLimitLogger(config.logger),
 	});
+	return reportingAllowed(limiter, observers, config.requestPropertyName);
 };

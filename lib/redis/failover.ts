@@ -4,6 +4,7 @@ import { withDeadline } from './deadline.js';
 import { isRedisTimeoutError, RedisUnavailableError } from '../errors.js';
 import { debug, type OnceLogger } from '../logger.js';
 import { canSend, isCluster, isRedisFailure, isReplyError, type RedisClient, refreshTopology } from './client.js';
+import type { StoreObserver } from '../operations/observers.js';
 
 /** Where operations go right now. */
 export type Backend = 'redis' | 'memory';
@@ -60,6 +61,8 @@ interface FailoverEvents {
 export class Failover extends EventEmitter<FailoverEvents> {
 	readonly #options: FailoverOptions;
 	readonly #steps: RecoveryStep[] = [];
+	/** Told how long each command took (the store's metrics); set once metrics watch the store. */
+	observer: Pick<StoreObserver, 'redisCommand'> | undefined;
 	#backend: Backend = 'redis';
 	#since = Date.now();
 	#failovers = 0;
@@ -181,7 +184,13 @@ export class Failover extends EventEmitter<FailoverEvents> {
 	async run<T>(operation: string, command: () => Promise<T>, timeoutMs = this.#options.timeoutMs): Promise<T> {
 		const sentAt = Date.now();
 		const started = performance.now();
-		const value = await withDeadline(command(), timeoutMs, operation);
+		let value: T;
+		try {
+			value = await withDeadline(command(), timeoutMs, operation);
+		} finally {
+			this.observer?.redisCommand(operation, (performance.now() - started) / 1000);
+		}
+
 		const took = performance.now() - started;
 		if (sentAt > this.#answeredSentAt) this.#answeredSentAt = sentAt;
 		this.#latencyMs = this.#latencyMs === undefined ? took : this.#latencyMs * 0.9 + took * 0.1;
