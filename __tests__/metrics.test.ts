@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import request from 'supertest';
 import { collectMetrics, rateLimit, ResilientStore, silentLogger, type WriteBackResult } from '../lib/index.js';
@@ -233,5 +235,21 @@ describe('collectMetrics()', () => {
 				'dependency: install it with `npm install resilient-session-no-such-package`',
 		);
 		expect(loadOptional<{ Registry: unknown }>('prom-client', 'collectMetrics()').Registry).toBe(Registry);
+	});
+});
+
+describe('examples/grafana-dashboard.json', () => {
+	it('plots only metrics collectMetrics() registers, through a Prometheus datasource variable', async () => {
+		const dashboard = JSON.parse(readFileSync(join(__dirname, '..', 'examples', 'grafana-dashboard.json'), 'utf8'));
+		const store = new ResilientStore({ logger: silentLogger });
+		cleanups.push(() => store.close());
+		const { register } = metricsOf(store);
+		const registered = (await register.getMetricsAsJSON()).map((metric) => metric.name);
+		const text = JSON.stringify(dashboard.panels);
+		const used = new Set([...text.matchAll(/resilient_session_[a-z_]+/g)].map(([name]) => name.replace(/_(bucket|count|sum)$/, '')));
+		expect(used.size).toBeGreaterThanOrEqual(8);
+		for (const name of used) expect(registered).toContain(name);
+		expect(dashboard.templating.list).toContainEqual(expect.objectContaining({ name: 'datasource', type: 'datasource', query: 'prometheus' }));
+		for (const panel of dashboard.panels) expect(panel.datasource).toEqual({ type: 'prometheus', uid: '${datasource}' });
 	});
 });
