@@ -1,4 +1,5 @@
 import type { LockoutScope } from '../login-guard/options.js';
+import type { CommandObserver } from '../redis/failover.js';
 import { redisLinkOf } from '../redis/link.js';
 
 /** What a rate limit decided about a request: let through (skipped ones included), or refused. */
@@ -11,12 +12,12 @@ export type RateLimitOutcome = 'allowed' | 'limited';
 export type LoginAttemptOutcome = 'success' | 'failure' | 'locked' | 'neutral';
 
 /**
- * What the package tells whoever watches a store (its metrics). Every method is called
- * on the request path, so an observer only counts: it does no I/O and never throws.
+ * What the package tells whoever watches a store (its metrics): how long each Redis
+ * command of the store took (sessions, counts, probes, write-back; told by the failover),
+ * and what its rate limits and login guards decided. Every method is called on the
+ * request path, so an observer only counts: it does no I/O and never throws.
  */
-export interface StoreObserver {
-	/** A Redis command of the store (sessions, counts, probes) took `seconds`, answered or not. */
-	redisCommand(operation: string, seconds: number): void;
+export interface StoreObserver extends CommandObserver {
 	/** A rate limit on the store decided about a request. */
 	rateLimit(outcome: RateLimitOutcome): void;
 	/** A login guard on the store settled an attempt. */

@@ -4,7 +4,6 @@ import { withDeadline } from './deadline.js';
 import { isRedisTimeoutError, RedisUnavailableError } from '../errors.js';
 import { debug, type OnceLogger } from '../logger.js';
 import { canSend, isCluster, isRedisFailure, isReplyError, type RedisClient, refreshTopology } from './client.js';
-import type { StoreObserver } from '../operations/observers.js';
 
 /** Where operations go right now. */
 export type Backend = 'redis' | 'memory';
@@ -36,6 +35,12 @@ export interface FailoverOptions {
 	readonly resetConnection?: () => void;
 }
 
+/** Told how long each Redis command took (the store's metrics). */
+export interface CommandObserver {
+	/** A command of the store (`operation`: `'GET'`, `'EVALSHA'`, `'PING'`…) took `seconds`, answered or not. */
+	redisCommand(operation: string, seconds: number): void;
+}
+
 /** The answer of {@link Failover.attempt}: Redis's value, or `served: false` to serve from memory. */
 export type Attempt<T> = { readonly served: true; readonly value: T } | { readonly served: false };
 
@@ -61,8 +66,8 @@ interface FailoverEvents {
 export class Failover extends EventEmitter<FailoverEvents> {
 	readonly #options: FailoverOptions;
 	readonly #steps: RecoveryStep[] = [];
-	/** Told how long each command took (the store's metrics); set once metrics watch the store. */
-	observer: Pick<StoreObserver, 'redisCommand'> | undefined;
+	/** Told how long each command took; set once metrics watch the store. */
+	observer: CommandObserver | undefined;
 	#backend: Backend = 'redis';
 	#since = Date.now();
 	#failovers = 0;
