@@ -1,10 +1,5 @@
 import type { LockoutScope } from '../login-guard/options.js';
-import {
-	checkObject,
-	checkString,
-	invalidOption,
-	rejectUnknownOptions,
-} from '../options/checks.js';
+import { checkObject, checkString, invalidOption, rejectUnknownOptions } from '../options/checks.js';
 import { isResilientStore } from '../session/options.js';
 import type { ResilientStore } from '../session/store.js';
 import type { WriteBackResult } from '../session/write-back.js';
@@ -102,27 +97,25 @@ const resolveOptions = (options: CollectMetricsOptions): MetricsConfig => {
 	}
 
 	const buckets = given.durationBuckets ?? collectMetricsDefaults.durationBuckets;
-	if (
-		!Array.isArray(buckets) ||
-		buckets.length === 0 ||
-		buckets.some((bound, index) => typeof bound !== 'number' || !(bound > 0) || !Number.isFinite(bound) || (index > 0 && bound <= buckets[index - 1]))
-	) {
+	const increasing = (bound: unknown, index: number) =>
+		typeof bound === 'number' && Number.isFinite(bound) && bound > 0 && (index === 0 || bound > buckets[index - 1]!);
+	if (!Array.isArray(buckets) || buckets.length === 0 || !buckets.every(increasing)) {
 		invalidOption('durationBuckets', 'a non-empty array of increasing positive numbers of seconds', buckets);
 	}
 
 	return { store: given.store, register: register as MetricsRegistry, prefix, durationBuckets: buckets };
 };
 
-/**
- * The counts the metrics read, kept in plain numbers: reporting on the request path
- * costs an increment. The Redis command histogram is observed as commands end (its
- * buckets are prom-client's), through one bound child per operation.
- */
 /** The Redis command histogram, as the tally uses it. */
 interface DurationHistogram {
 	labels(operation: string): { observe(seconds: number): void };
 }
 
+/**
+ * The counts the metrics read, kept in plain numbers: reporting on the request path
+ * costs an increment. The Redis command histogram is observed as commands end (its
+ * buckets are prom-client's), through one bound child per operation.
+ */
 class Tally implements StoreObserver {
 	readonly decisions = zeroes(DECISIONS);
 	readonly attempts = zeroes(ATTEMPTS);
