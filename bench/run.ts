@@ -2,7 +2,7 @@
  * `npm run bench`: ResilientStore against the stores users would pick instead.
  *
  *   npm run bench                         everything (about 8 minutes)
- *   npm run bench -- --only failover      one or more parts: throughput, latency, store-ops, memory, failover
+ *   npm run bench -- --only failover      one or more parts: throughput, latency, store-ops, memory, failover, metrics
  *   npm run bench -- --quick              a short smoke run; writes no results
  *
  * Everything runs on 127.0.0.1 against a private redis-server (started here on a free
@@ -18,6 +18,7 @@ import { defaultFailoverOptions, runFailover } from './failover.js';
 import { failoverSvg } from './failover-chart.js';
 import { runLatency } from './latency.js';
 import { runMemory } from './memory.js';
+import { metricsMarkdown, runMetricsOverhead } from './metrics-overhead.js';
 import { killChildrenOnExit, ROOT } from './processes.js';
 import { BenchRedis, freePort, redisServerVersion } from './redis-server.js';
 import {
@@ -35,7 +36,7 @@ import {
 import { runStoreOps } from './store-ops.js';
 import { runThroughput } from './throughput.js';
 
-const PARTS = ['throughput', 'latency', 'store-ops', 'memory', 'failover'] as const;
+const PARTS = ['throughput', 'latency', 'store-ops', 'memory', 'failover', 'metrics'] as const;
 
 type Part = (typeof PARTS)[number];
 
@@ -103,6 +104,13 @@ const parseOptions = () => {
 		},
 		storeOps: { rounds: quick ? 2 : 5, callsPerRound: quick ? 500 : 3_000, sessions: 100 },
 		memory: { sessions: 10_000, repeats: quick ? 1 : 2 },
+		metrics: {
+			rounds: number(values.rounds, quick ? 2 : 15),
+			roundS: number(values['round-seconds'], quick ? 1 : 2),
+			warmupS: quick ? 0.5 : 1,
+			connections: number(values.connections, 16),
+			sessions: 64,
+		},
 		failover: defaultFailoverOptions,
 	};
 };
@@ -160,7 +168,7 @@ const main = async (): Promise<void> => {
 
 	const results: { -readonly [K in keyof AllResults]: AllResults[K] } = {};
 	const documents = new Map<string, string>();
-	const needsRedis = ['throughput', 'latency', 'store-ops', 'memory'].some((part) => options.parts.has(part as Part));
+	const needsRedis = ['throughput', 'latency', 'store-ops', 'memory', 'metrics'].some((part) => options.parts.has(part as Part));
 	const redis = needsRedis ? await BenchRedis.start() : undefined;
 	try {
 		const urls = { redisUrl: redis?.url ?? '', downUrl: `redis://127.0.0.1:${await freePort()}` };
@@ -179,6 +187,11 @@ const main = async (): Promise<void> => {
 			log('store-ops: get/set/touch one at a time');
 			results.storeOps = await runStoreOps(urls, options.storeOps, log);
 			documents.set('store-ops.md', storeOpsMarkdown(results.storeOps, info));
+		}
+
+		if (redis && options.parts.has('metrics')) {
+			log('metrics: one server, its collectMetrics() turned on and off between rounds');
+			documents.set('metrics.md', metricsMarkdown(await runMetricsOverhead(urls, options.metrics, log), info));
 		}
 
 		if (options.parts.has('memory')) {

@@ -23,6 +23,10 @@ export interface ServerProcess {
 	readonly events: StoreEvent[];
 	/** Stops the server; resolves with the number of requests it answered with a 500. */
 	stop(): Promise<number | undefined>;
+	/** Turns the store's metrics (`collectMetrics()`, ResilientStore kinds) on or off. */
+	setMetrics(on: boolean): Promise<void>;
+	/** The CPU time the server process has used so far, in microseconds (user + system). */
+	cpuMicros(): Promise<number>;
 }
 
 export const startServer = async (kind: StoreKind, urls: StoreUrls): Promise<ServerProcess> => {
@@ -42,6 +46,16 @@ export const startServer = async (kind: StoreKind, urls: StoreUrls): Promise<Ser
 		stop: async () => {
 			await stopChild(child);
 			return serverErrors;
+		},
+		setMetrics: async (on) => {
+			const done = nextMessage(child, 'metrics-set');
+			child.send({ type: 'metrics', on });
+			await done;
+		},
+		cpuMicros: async () => {
+			const answer = nextMessage<ChildMessage & { micros: number }>(child, 'cpu-usage');
+			child.send({ type: 'cpu' });
+			return (await answer).micros;
 		},
 	};
 };

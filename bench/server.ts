@@ -10,6 +10,9 @@
  *
  * Answers of the ResilientStore kinds carry `X-Backend` (redis or memory).
  *
+ * The ResilientStore kinds' metrics (`collectMetrics()` on a prom-client registry, served
+ * at `GET /metrics`) are off until the benchmark sends `{ type: 'metrics', on: true }`.
+ *
  * Started by the benchmark as `server.ts <store kind> <redis url> <down url>`; reports over
  * IPC `{ type: 'ready', port, rateLimit }`, then the store's events with their wall-clock
  * time, and stops on `{ type: 'stop' }` or when the benchmark goes away.
@@ -17,6 +20,8 @@
 import type { AddressInfo } from 'node:net';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import session from 'express-session';
+import { Registry } from 'prom-client';
+import { collectMetrics, type StoreMetrics } from '../lib/index.js';
 import { wallClockMs } from './processes.js';
 import { buildRateLimit } from './rate-limits.js';
 import { buildStore, COOKIE_MAX_AGE_MS, isStoreKind, loginFields } from './stores.js';
@@ -45,6 +50,8 @@ const main = async (): Promise<void> => {
 		);
 	}
 
+	const register = new Registry();
+	let metrics: StoreMetrics | undefined;
 	const limiter = await buildRateLimit(built);
 	let serverErrors = 0;
 	let logins = 0;
@@ -94,6 +101,10 @@ const main = async (): Promise<void> => {
 		});
 	}
 
+	app.get('/metrics', async (_req, res) => {
+		res.type(register.contentType).send(await register.metrics());
+	});
+
 	app.use((error: Error, _req: Request, res: Response, _next: NextFunction) => {
 		serverErrors++;
 		res.status(500).json({ error: error.message });
@@ -105,7 +116,18 @@ const main = async (): Promise<void> => {
 		server.once('error', reject);
 	});
 
-	process.on('message', (message: { type?: string }) => {
+	process.on('message', (message: { type?: string; on?: boolean }) => {
+		if (message?.type === 'metrics') {
+			metrics?.close();
+			metrics = message.on && resilient ? collectMetrics({ store: resilient, register }) : undefined;
+			send({ type: 'metrics-set' });
+		}
+
+		if (message?.type === 'cpu') {
+			const { user, system } = process.cpuUsage();
+			send({ type: 'cpu-usage', micros: user + system });
+		}
+
 		if (message?.type !== 'stop') return;
 		server.closeAllConnections();
 		server.close();

@@ -28,6 +28,10 @@ export type {
 	LoginGuardOptions,
 	LoginOutcome,
 } from './login-guard/login-guard.js';
+export { healthHandler, healthHandlerDefaults } from './operations/health-handler.js';
+export type { HealthAnswer, HealthHandlerOptions } from './operations/health-handler.js';
+export { collectMetrics, collectMetricsDefaults } from './operations/collect-metrics.js';
+export type { CollectMetricsOptions, MetricsRegistry, StoreMetrics } from './operations/collect-metrics.js';
 export { silentLogger } from './logger.js';
 export type { Logger } from './logger.js';
 export {

@@ -8,7 +8,10 @@ import { randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
 import { promisify } from 'node:util';
 import express, { type Express, type RequestHandler } from 'express';
 import session, { type SessionData } from 'express-session';
+import { Registry } from 'prom-client';
 import {
+	collectMetrics,
+	healthHandler,
 	type LoginGuard,
 	loginGuard,
 	type LoginGuardOptions,
@@ -58,6 +61,10 @@ export interface LoginApp {
 	readonly app: Express;
 	/** The login guard, to unlock a user with `guard.reset(username)`. */
 	readonly guard: LoginGuard;
+	/** The registry behind `GET /metrics`: the store's metrics, its rate limit's and its guard's. */
+	readonly register: Registry;
+	/** Stops the metrics (the app can be dropped without them). */
+	close(): void;
 }
 
 const scryptAsync = promisify(scrypt) as (password: string, salt: Buffer, length: number) => Promise<Buffer>;
@@ -78,8 +85,24 @@ export const createLoginApp = (options: LoginAppOptions): LoginApp => {
 	const { store } = options;
 	const checkPassword = passwordChecker(options.users ?? { [demoUser.username]: demoUser.password });
 	const guard = loginGuard({ store, ...options.guard });
+	// The store's metrics, with those of the guard and the rate limit below, for GET /metrics.
+	const register = new Registry();
+	const metrics = collectMetrics({ store, register });
 
 	const app = express();
+
+	// Before the session: a probe or a scrape needs none. A real app keeps /metrics off the
+	// public internet (a separate port, or its proxy refusing the path).
+	app.get('/healthz', healthHandler({ store }));
+	app.get('/readyz', healthHandler({ store, degradedStatusCode: 503 }));
+	app.get('/metrics', async (_req, res, next) => {
+		try {
+			res.type(register.contentType).send(await register.metrics());
+		} catch (error) {
+			next(error);
+		}
+	});
+
 	app.use(
 		session({
 			store,
@@ -209,5 +232,5 @@ export const createLoginApp = (options: LoginAppOptions): LoginApp => {
 		});
 	});
 
-	return { app, guard };
+	return { app, guard, register, close: () => metrics.close() };
 };

@@ -8,6 +8,10 @@
  *
  * Sign in, then stop Redis and reload the members page: you stay signed in, and the status
  * line says `memory`. Start Redis again: a moment later it says `redis`.
+ *
+ * GET /healthz answers how the store is doing (JSON, always 200 while serving), GET /readyz
+ * the same with 503 while on memory, GET /metrics the Prometheus metrics
+ * (examples/grafana-dashboard.json plots them).
  */
 import { ResilientStore } from '../../lib/index.js';
 import { createLoginApp, demoUser, userOfSession } from './app.js';
@@ -27,6 +31,7 @@ const server = app.listen(port, () => {
 	console.info(`Login example on http://localhost:${port}, sessions in ${where}`);
 	console.info(`Demo account: username "${demoUser.username}", password "${demoUser.password}"`);
 	console.info('Five wrong passwords in a row lock that username out for 30 seconds.');
+	console.info(`Health: http://localhost:${port}/healthz, metrics: http://localhost:${port}/metrics`);
 });
 
 const shutdown = () => {

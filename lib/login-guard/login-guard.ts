@@ -2,6 +2,7 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { type Counted, CountingEngine } from '../counting/engine.js';
 import { addressKey, requestAddressKey } from '../counting/client-address.js';
 import { checkString, invalidOption } from '../options/checks.js';
+import { observersOf } from '../operations/observers.js';
 import { type CheckSide, addressSet, type LoginKeySet, type Settlement, usernameSet } from './key-sets.js';
 import { loginKeys, type LoginKeys, normalizeUsername } from './keys.js';
 import {
@@ -182,6 +183,7 @@ const outcomeOf = (status: number): LoginOutcome | 'neutral' => {
 export const loginGuard = (options: LoginGuardOptions): LoginGuard => {
 	const config = resolveLoginGuardOptions(options);
 	const counts = new LoginCounts(config);
+	const observers = observersOf(config.store);
 
 	const readUsername = (req: Request): string | undefined => {
 		const source = config.username;
@@ -238,7 +240,12 @@ export const loginGuard = (options: LoginGuardOptions): LoginGuard => {
 		req.loginGuard = attempt;
 
 		const settle = (outcome: LoginOutcome | 'neutral'): Promise<void> => {
-			if (outcome === 'failure') notify(reservation, attempt, req);
+			observers.loginAttempt(outcome);
+			if (outcome === 'failure') {
+				for (const { scope } of counts.lockouts(reservation)) observers.lockout(scope);
+				notify(reservation, attempt, req);
+			}
+
 			return counts.settle(reservation, outcome).catch((error: unknown) => {
 				config.logger.error('resilient-session: loginGuard could not record an attempt', error);
 			});
@@ -271,6 +278,7 @@ export const loginGuard = (options: LoginGuardOptions): LoginGuard => {
 		const ip = await requestAddressKey(req, config.ipv6Subnet);
 		const checked = await counts.check(username, ip);
 		if (!checked.admitted) {
+			observers.loginAttempt('locked');
 			const seconds = Math.max(1, Math.ceil(checked.waitMs / 1000));
 			res
 				.status(429)

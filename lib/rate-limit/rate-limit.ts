@@ -7,6 +7,7 @@ import {
 	type ValueDeterminingMiddleware,
 } from 'express-rate-limit';
 import { type Logger, OnceLogger } from '../logger.js';
+import { observersOf } from '../operations/observers.js';
 import { isResilientStore } from '../session/options.js';
 import { requestAddressKey } from '../counting/client-address.js';
 import { storedSessionId } from '../session/request-session.js';
@@ -223,6 +224,7 @@ export const rateLimit = (options: RateLimitOptions): RateLimitRequestHandler =>
 
 	const counts = new EngineCounterStore(config, prepare);
 	const ticketOf = () => counts.requests.getStore()!;
+	const observers = observersOf(config.store);
 
 	/** `req.rateLimit` and the headers, once the request was counted; the shown window for a refused one. */
 	const describeRequest = async (request: Request, response: Response): Promise<Shown | undefined> => {
@@ -249,6 +251,7 @@ export const rateLimit = (options: RateLimitOptions): RateLimitRequestHandler =>
 		message: config.message,
 		statusCode: config.statusCode,
 		handler: async (request, response, next) => {
+			observers.rateLimit('limited');
 			const shown = await describeRequest(request, response);
 			if (shown) await setRetryAfter(request, response, config, shown);
 			await config.handler(request, response, next, config);
@@ -273,6 +276,7 @@ export const rateLimit = (options: RateLimitOptions): RateLimitRequestHandler =>
 		counts.requests.run(newTicket(request, response), () =>
 			limiter(request, response, (error?: unknown) => {
 				if (error !== undefined) return next(error);
+				if (ticketOf().admitted) observers.rateLimit('allowed');
 				describeRequest(request, response).then(() => next(), next);
 			}),
 		);

@@ -35,6 +35,12 @@ export interface FailoverOptions {
 	readonly resetConnection?: () => void;
 }
 
+/** Told how long each Redis command took (the store's metrics). */
+export interface CommandObserver {
+	/** A command of the store (`operation`: `'GET'`, `'EVALSHA'`, `'PING'`…) took `seconds`, answered or not. */
+	redisCommand(operation: string, seconds: number): void;
+}
+
 /** The answer of {@link Failover.attempt}: Redis's value, or `served: false` to serve from memory. */
 export type Attempt<T> = { readonly served: true; readonly value: T } | { readonly served: false };
 
@@ -60,6 +66,8 @@ interface FailoverEvents {
 export class Failover extends EventEmitter<FailoverEvents> {
 	readonly #options: FailoverOptions;
 	readonly #steps: RecoveryStep[] = [];
+	/** Told how long each command took; set once metrics watch the store. */
+	observer: CommandObserver | undefined;
 	#backend: Backend = 'redis';
 	#since = Date.now();
 	#failovers = 0;
@@ -181,7 +189,13 @@ export class Failover extends EventEmitter<FailoverEvents> {
 	async run<T>(operation: string, command: () => Promise<T>, timeoutMs = this.#options.timeoutMs): Promise<T> {
 		const sentAt = Date.now();
 		const started = performance.now();
-		const value = await withDeadline(command(), timeoutMs, operation);
+		let value: T;
+		try {
+			value = await withDeadline(command(), timeoutMs, operation);
+		} finally {
+			this.observer?.redisCommand(operation, (performance.now() - started) / 1000);
+		}
+
 		const took = performance.now() - started;
 		if (sentAt > this.#answeredSentAt) this.#answeredSentAt = sentAt;
 		this.#latencyMs = this.#latencyMs === undefined ? took : this.#latencyMs * 0.9 + took * 0.1;
