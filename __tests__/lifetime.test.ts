@@ -2,8 +2,9 @@ import type { SessionData } from 'express-session';
 import request from 'supertest';
 import { ResilientStore, type ResilientStoreOptions, silentLogger } from '../lib/index.js';
 import { createApp, newSid, sessionData } from './helpers/app.js';
-import { connected, fastFailover, sleep } from './helpers/common.js';
+import { connected, fastFailover, nextEvent, sleep } from './helpers/common.js';
 import { useRedisServer } from './helpers/redis-server.js';
+import { TcpProxy } from './helpers/tcp-proxy.js';
 
 /**
  * The absolute lifetime (`absoluteLifetimeMs`): a session ends that long after login,
@@ -93,10 +94,71 @@ describe('absoluteLifetimeMs', () => {
 		await agent.get('/whoami').expect(200, /"user":null/);
 	}, 20_000);
 
+	it('keeps the end through the write-back after an outage and the restore after an empty restart', async () => {
+		const proxy = await TcpProxy.start(fixture.redis.port);
+		fixture.afterTest(() => proxy.close());
+		const { store, app } = await instance({ url: proxy.url, minFallbackMs: 300 });
+		const agent = request.agent(app);
+		const { id } = (await agent.post('/login?user=di').expect(200)).body;
+		const endsAt = Number(JSON.parse(await storedText(id))[FIELD]);
+		const ended = async () => Number(await fixture.redis.command('PTTL', `sess:${id}`));
+
+		// Changed during an outage, then written back.
+		const fellBack = nextEvent(store, 'fallback');
+		proxy.cut();
+		await agent.get('/count').expect(200, /"views":1/);
+		await fellBack;
+		await agent.get('/count').expect(200, /"views":2/);
+		const writtenBack = nextEvent(store, 'writeback');
+		proxy.pass();
+		await writtenBack;
+		expect(JSON.parse(await storedText(id))).toMatchObject({ views: 2, [FIELD]: endsAt });
+		expect(await ended()).toBeLessThanOrEqual(endsAt - Date.now() + 5);
+
+		// Redis restarts empty: the copy held here (read again after the recovery, which
+		// dropped the copies that may have missed a change) is restored with its end.
+		await agent.get('/whoami').expect(200, /"user":"di"/);
+		await sleep(100);
+		await fixture.redis.kill();
+		await agent.get('/whoami').expect(200, /"user":"di"/);
+		const restored = nextEvent(store, 'writeback');
+		await fixture.redis.restart();
+		expect(await restored).toMatchObject({ restored: 1 });
+		expect(JSON.parse(await storedText(id))).toMatchObject({ views: 2, [FIELD]: endsAt });
+		expect(await ended()).toBeLessThanOrEqual(endsAt - Date.now() + 5);
+	}, 20_000);
+
+	it('keeps the end when the copy was dropped between the read and the write, in memory too', async () => {
+		const proxy = await TcpProxy.start(fixture.redis.port);
+		fixture.afterTest(() => proxy.close());
+		const a = await instance({ url: proxy.url });
+		const b = await instance({ url: fixture.redis.url });
+		const id = newSid();
+		await b.store.set(id, sessionData(3_600, { user: 'ed' }) as never);
+		const endsAt = Number(JSON.parse(await storedText(id))[FIELD]);
+		await sleep(300);
+		// A reads the session (a request starts), B changes it meanwhile: A's copy is dropped.
+		const read = (await a.store.get(id))!;
+		await b.store.set(id, sessionData(3_600, { user: 'ed', views: 1 }) as never);
+		await a.store.length();
+		await a.store.set(id, { ...read, views: 2 } as never);
+		expect(JSON.parse(await storedText(id))).toMatchObject({ views: 2, [FIELD]: endsAt });
+		// Cut off from Redis (whose expiry would have told it), A serves from its copy,
+		// which ends with the session.
+		const fellBack = nextEvent(a.store, 'fallback');
+		proxy.cut();
+		await a.store.get(newSid());
+		await fellBack;
+		expect(await a.store.get(id)).toMatchObject({ views: 2 });
+		await sleep(endsAt - Date.now() + 100);
+		expect(await a.store.get(id)).toBeNull();
+	}, 20_000);
+
 	it('refuses values it cannot use, naming the option', () => {
 		expect(() => new ResilientStore({ absoluteLifetimeMs: 0 })).toThrow(/absoluteLifetimeMs/);
 		expect(() => new ResilientStore({ absoluteLifetimeMs: 1.5 })).toThrow(TypeError);
 		const serializer = { parse: (text: string) => JSON.parse(text) as SessionData, stringify: JSON.stringify };
 		expect(() => new ResilientStore({ absoluteLifetimeMs: 60_000, serializer })).toThrow(/absoluteLifetimeMs.*JSON/);
+		expect(() => new ResilientStore({ absoluteLifetimeMs: 60_000, disableTTL: true })).toThrow(/absoluteLifetimeMs.*disableTTL/);
 	});
 });

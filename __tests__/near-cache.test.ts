@@ -172,6 +172,25 @@ describe('lazy renewal', () => {
 		expect(new Date(stored).getTime()).toBeGreaterThan(Date.now() + HOUR_MS - 1_000);
 	});
 
+	it('does not let a read with no touch after it stand in for the renewal of a later request', async () => {
+		const { store, app, roundTrips, heard } = await instance({ touchAfterMs: 0 });
+		const agent = request.agent(app);
+		const { id } = (await agent.post('/login?user=lee').expect(200)).body;
+		await agent.get('/whoami').expect(200);
+		// Changed elsewhere, so that the next read goes to Redis: it renews the session.
+		await fixture.redis.command('PEXPIRE', `sess:${id}`, String(HOUR_MS - 60_000));
+		await heard();
+		expect(await store.get(id)).toMatchObject({ user: 'lee' });
+		// Other code's read, with no touch after it. A request a while later is served by
+		// the copy, and its touch renews the session.
+		await new Promise((resolve) => setTimeout(resolve, 1_200));
+		// A round trip of the store's own, so that the near cache serves the copy.
+		await heard();
+		const before = Number(await fixture.redis.command('PTTL', `sess:${id}`));
+		expect(await roundTrips(() => agent.get('/whoami').expect(200, /"user":"lee"/))).toBe(1);
+		expect(Number(await fixture.redis.command('PTTL', `sess:${id}`))).toBeGreaterThan(before);
+	});
+
 	it('sends no touch after a read that renewed the session in the same request', async () => {
 		const { app, roundTrips } = await instance({ touchAfterMs: 0, nearCache: false });
 		const agent = request.agent(app);

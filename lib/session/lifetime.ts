@@ -1,4 +1,5 @@
 import type { SessionData } from 'express-session';
+import { BoundedMap } from '../bounded-map.js';
 
 /**
  * The absolute lifetime (`absoluteLifetimeMs`): a session ends that long after it was
@@ -49,3 +50,32 @@ export const withoutEndsAt = <T extends SessionData | null>(session: T): T => {
 /** `ttlMs` cut to what is left until `endsAt` (when there is one), `now` being the time. */
 export const capTtl = (ttlMs: number, endsAt: number | undefined, now = Date.now()): number =>
 	endsAt === undefined ? ttlMs : Math.min(ttlMs, endsAt - now);
+
+/**
+ * The ends of the sessions this instance has read or written lately. A session's end
+ * never changes, so it stays known when the copy of the session is dropped (another
+ * instance changed the session between a request's read and its write, say): the write
+ * then carries the session's real end rather than one that starts anew, and the copy it
+ * leaves here expires when the session does. Bounded like the copies (least recently
+ * seen dropped first).
+ */
+export class KnownEnds {
+	readonly #ends: BoundedMap<number>;
+
+	constructor(max: number) {
+		this.#ends = new BoundedMap(max);
+	}
+
+	/** Records the end `text` carries, if any. */
+	learn(sid: string, text: string): void {
+		const endsAt = endsAtOf(text);
+		if (endsAt === undefined) return;
+		if (this.#ends.peek(sid) === undefined) this.#ends.makeRoom(1);
+		this.#ends.set(sid, endsAt);
+	}
+
+	/** The end of `sid`: the one its copy's `text` carries, else the one seen last. */
+	of(sid: string, text: string | undefined): number | undefined {
+		return endsAtOf(text) ?? this.#ends.use(sid);
+	}
+}

@@ -15,10 +15,10 @@ export interface CopyInfo {
 	/** The connection generation the copy was read or written on (see the store's near cache). */
 	readonly generation: number;
 	/**
-	 * The read that brought the copy renewed the session's expiry, and no touch came since:
-	 * the touch that ends the same request has nothing left to do.
+	 * When the read that brought the copy renewed the session's expiry (epoch ms), until a
+	 * touch comes: the touch that ends the same request has nothing left to do.
 	 */
-	readonly renewedByRead?: boolean;
+	readonly renewedByReadAt?: number;
 }
 
 /**

@@ -345,6 +345,12 @@ export const resolveStoreOptions = (options: ResilientStoreOptions = {}): StoreC
 		given.absoluteLifetimeMs === undefined
 			? undefined
 			: checkInteger('absoluteLifetimeMs', given.absoluteLifetimeMs, 1);
+	if (absoluteLifetimeMs !== undefined && given.disableTTL === true) {
+		throw new TypeError(
+			'resilient-session: `absoluteLifetimeMs` cannot be combined with `disableTTL`: sessions with an end must expire',
+		);
+	}
+
 	if (absoluteLifetimeMs !== undefined && serializer !== JSON) {
 		throw new TypeError(
 			'resilient-session: `absoluteLifetimeMs` needs the JSON `serializer`: the end of each session is kept as a field of its JSON text',

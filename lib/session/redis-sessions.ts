@@ -1,7 +1,7 @@
 import type { RedisStore } from 'connect-redis';
 import { isCluster, type RedisClient } from '../redis/client.js';
 import { RedisScript } from '../redis/script.js';
-import { LUA_ENDS_AT_PATTERN } from './lifetime.js';
+import { ENDS_AT_FIELD, LUA_ENDS_AT_PATTERN } from './lifetime.js';
 import type { StoreConfig } from './options.js';
 
 /**
@@ -83,8 +83,8 @@ return { text, ttl, left }
  * Writes a session unless its key holds a tombstone. ARGV: text, time to live in ms
  * (empty: no expiry), `NX` to write only if the key is absent, and '1' when sessions have
  * an absolute lifetime: the end the text carries gives way to an earlier one the key
- * holds (the session as first stored, perhaps by another instance), and caps the time to
- * live. Returns 1 when it wrote, 0 when the key holds a tombstone (or exists, with `NX`),
+ * holds (the session as first stored, perhaps by another instance), a text without one
+ * takes the key's, and the end caps the time to live. Returns 1 when it wrote, 0 when the key holds a tombstone (or exists, with `NX`),
  * or the session has reached its end.
  */
 const WRITE_UNLESS_DESTROYED = new RedisScript(`${LUA_IS_TOMBSTONE}${LUA_LIFETIME}
@@ -98,6 +98,10 @@ if ARGV[4] == '1' then
 	local held = ends_at(redis.call('GET', key))
 	if ends and held and tonumber(held) < tonumber(ends) then
 		text = string.sub(text, 1, #text - #ends - 1) .. held .. '}'
+		ends = held
+	elseif held and not ends and string.sub(text, -1) == '}' then
+		local separator = text == '{}' and '' or ','
+		text = string.sub(text, 1, -2) .. separator .. '"${ENDS_AT_FIELD}":' .. held .. '}'
 		ends = held
 	end
 	if ends then

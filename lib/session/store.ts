@@ -22,7 +22,7 @@ import { NearCache } from './near-cache.js';
 import { RedisSessions, TOMBSTONE } from './redis-sessions.js';
 import { WriteBack, type WriteBackResult } from './write-back.js';
 import { markLoaded, storedSessionId } from './request-session.js';
-import { capTtl, endsAtOf, withEndsAt } from './lifetime.js';
+import { capTtl, KnownEnds, withEndsAt } from './lifetime.js';
 import { parseSessionText } from './session-text.js';
 import { type DestroySessionsOfOptions, UserIndex, type UserSession } from './user-index.js';
 import {
@@ -34,6 +34,9 @@ import { linkStore } from '../redis/link.js';
 import { createTracking } from '../redis/tracking.js';
 
 
+
+/** How long after a read renewed a session the touch that follows it is taken as the same request's. */
+const READ_RENEWAL_COVERS_MS = 1_000;
 
 /** A snapshot of the store's state, from {@link ResilientStore.stats}. */
 export interface StoreStats {
@@ -84,6 +87,8 @@ export class ResilientStore extends Store {
 	readonly #config: StoreConfig;
 	readonly #log: OnceLogger;
 	readonly #memory: MemorySide;
+	/** With an absolute lifetime, the ends of sessions seen lately. */
+	readonly #ends: KnownEnds | undefined;
 	readonly #journal: OutageJournal;
 	readonly #client: RedisClient | undefined;
 	readonly #ownsClient: boolean;
@@ -110,6 +115,7 @@ export class ResilientStore extends Store {
 		this.#config = config;
 		this.#log = new OnceLogger(config.logger);
 		this.#memory = new MemorySide(config);
+		this.#ends = config.absoluteLifetimeMs === undefined ? undefined : new KnownEnds(config.memory.max);
 		this.#journal = new OutageJournal(
 			{ maxTombstones: config.maxTombstones, maxPending: config.memory.max },
 			this.#log,
@@ -239,9 +245,12 @@ export class ResilientStore extends Store {
 		const neverStored =
 			storedSessionId(req) !== sid && this.#memory.peek(sid) === undefined && !this.#journal.isPending(sid);
 		if (!neverStored || this.#closed) return super.regenerate(...args);
-		// `generate` is the session middleware's, set on the store it is given.
-		(this as unknown as { generate(req: typeof args[0]): void }).generate(req);
-		callback();
+		// `generate` is the session middleware's, set on the store it is given. Called back
+		// asynchronously, as after a destroy.
+		process.nextTick(() => {
+			(this as unknown as { generate(req: typeof args[0]): void }).generate(req);
+			callback();
+		});
 	}
 
 	/** A snapshot of the store's state. */
@@ -382,15 +391,17 @@ export class ResilientStore extends Store {
 			return null;
 		}
 
+		// A session's end never changes: known even if the copy is not kept.
+		this.#ends?.learn(sid, text);
 		// Keep a copy, for as long as Redis keeps the session, unless another instance
 		// changed it while the reply was on its way.
 		if (stale) {
 			this.#memory.forget(sid);
 		} else {
-			const ttl = left ?? capTtl(renewedTtlMs(this.#config, session), this.#endsAt(text));
+			const ttl = left ?? capTtl(renewedTtlMs(this.#config, session), this.#endsAt(sid, text));
 			const expiresAt = left === undefined ? 0 : Date.now() + left;
-			const renewedByRead = left !== undefined && left === fullTtl;
-			this.#memory.keepWarm(sid, text, ttl, { expiresAt, generation: this.#nearCache.generation, renewedByRead });
+			const renewedByReadAt = left !== undefined && left === fullTtl ? Date.now() : undefined;
+			this.#memory.keepWarm(sid, text, ttl, { expiresAt, generation: this.#nearCache.generation, renewedByReadAt });
 		}
 
 		// The read renewed the expiry itself (lazy renewal leaves it alone when not due).
@@ -406,9 +417,9 @@ export class ResilientStore extends Store {
 		return session;
 	}
 
-	/** When the session whose text this is ends, with an absolute lifetime (see lifetime.ts). */
-	#endsAt(text: string | undefined): number | undefined {
-		return this.#config.absoluteLifetimeMs === undefined ? undefined : endsAtOf(text);
+	/** When session `sid` ends, with an absolute lifetime (see lifetime.ts): `text` is its copy's. */
+	#endsAt(sid: string, text: string | undefined): number | undefined {
+		return this.#ends?.of(sid, text);
 	}
 
 	/** Whether `sid` was destroyed within `tombstoneTtlMs`, as far as this instance knows. */
@@ -428,8 +439,9 @@ export class ResilientStore extends Store {
 		let ttl = ttlMs(this.#config, session);
 		if (this.#config.absoluteLifetimeMs !== undefined) {
 			// A session stored before keeps its end; a new one starts its lifetime now.
-			const endsAt = this.#endsAt(this.#memory.peek(sid)) ?? Date.now() + this.#config.absoluteLifetimeMs;
+			const endsAt = this.#endsAt(sid, this.#memory.peek(sid)) ?? Date.now() + this.#config.absoluteLifetimeMs;
 			text = withEndsAt(text, endsAt);
+			this.#ends!.learn(sid, text);
 			ttl = capTtl(ttl, endsAt);
 		}
 
@@ -460,7 +472,7 @@ export class ResilientStore extends Store {
 	async #touch(sid: string, session: SessionData): Promise<void> {
 		this.#assertOpen('touch');
 		if (this.#isDestroyed(sid)) return;
-		const ttl = capTtl(ttlMs(this.#config, session), this.#endsAt(this.#memory.peek(sid)));
+		const ttl = capTtl(ttlMs(this.#config, session), this.#endsAt(sid, this.#memory.peek(sid)));
 		if (ttl <= 0) return;
 		if (this.#sessions && this.#failover!.backend === 'redis' && !this.#renewalDue(sid, ttl)) return;
 		this.#memory.touch(sid, session);
@@ -479,12 +491,15 @@ export class ResilientStore extends Store {
 	 * Whether renewing `sid` to `ttl` ms from now moves its known expiry far enough to be
 	 * sent. Not when the read of the same request renewed it already: express-session
 	 * touches an unchanged session after reading it, and the read did the touch's work.
+	 * That read is the last one that renewed, less than a second ago: a read with no touch
+	 * after it (`store.get` from other code, `req.session.reload()`) must not make a later
+	 * request skip its renewal.
 	 */
 	#renewalDue(sid: string, ttl: number): boolean {
 		const info = this.#memory.info(sid);
-		if (info?.renewedByRead) {
-			this.#memory.describe(sid, { ...info, renewedByRead: false });
-			return false;
+		if (info?.renewedByReadAt !== undefined) {
+			this.#memory.describe(sid, { ...info, renewedByReadAt: undefined });
+			if (Date.now() - info.renewedByReadAt < READ_RENEWAL_COVERS_MS) return false;
 		}
 
 		return Date.now() + ttl - (info?.expiresAt ?? 0) >= renewalThresholdMs(this.#config, ttl);

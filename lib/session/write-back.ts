@@ -1,4 +1,5 @@
 import type { Serializer, StoreConfig } from './options.js';
+import { capTtl, endsAtOf, withEndsAt } from './lifetime.js';
 import { renewedTtlMs, ttlMs } from './options.js';
 import type { MemorySide } from './memory-side.js';
 import type { OutageJournal } from './outage-journal.js';
@@ -140,8 +141,8 @@ export class WriteBack {
 			if (!journal.isCurrent(sid, seq)) return;
 			if (!session) counts.lost++;
 			else if (kind === 'write') {
-				const text = this.#serializer.stringify(session);
-				const ttl = Math.max(ttlMs(this.#config, session), 1);
+				const { text, ttl } = this.#withEnd(sid, this.#serializer.stringify(session), Math.max(ttlMs(this.#config, session), 1));
+				if (ttl <= 0) return journal.settlePending(sid, seq);
 				const write = () => this.#users.withWrite(sessions.write(sid, text, ttl), sid, session, ttl, undefined, at);
 				if (await this.#writeOne(counts, 'SET', async () => (await write()) === 'written')) counts.written++;
 			} else {
@@ -182,9 +183,8 @@ export class WriteBack {
 			if (journal.isDestroyed(id)) return;
 			// A copy holds the session as last written, with the cookie of then: it lives on
 			// as long as a touch would have kept it.
-			const ttl = renewedTtlMs(this.#config, data);
+			const { text, ttl } = this.#withEnd(id, serializer.stringify(data), renewedTtlMs(this.#config, data));
 			if (!disableTTL && ttl <= 0) return;
-			const text = serializer.stringify(data);
 			const written = await this.#writeOne(
 				counts,
 				'SET NX',
@@ -195,6 +195,16 @@ export class WriteBack {
 			if (written) restored++;
 		});
 		return restored;
+	}
+
+	/**
+	 * With an absolute lifetime, the text of a session held here with the end its copy
+	 * carries (parsed sessions no longer have it), and its time to live cut to that end.
+	 */
+	#withEnd(sid: string, text: string, ttl: number): { text: string; ttl: number } {
+		if (this.#config.absoluteLifetimeMs === undefined) return { text, ttl };
+		const endsAt = endsAtOf(this.#memory.peek(sid));
+		return endsAt === undefined ? { text, ttl } : { text: withEndsAt(text, endsAt), ttl: capTtl(ttl, endsAt) };
 	}
 
 	/** Runs `write` over `items`, `WRITE_BACK_BATCH` at a time (node-redis pipelines each batch). */
