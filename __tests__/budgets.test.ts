@@ -76,6 +76,8 @@ const serve = async (store: ResilientStore, options: Omit<RateLimitOptions, 'sto
 	});
 	app.post('/generate', async (req, res, next) => {
 		try {
+			// The model takes `wait` ms to answer.
+			await new Promise((resolve) => setTimeout(resolve, Number(req.query.wait ?? 0)));
 			const charged = await budgetOf(req).charge(Number(req.query.tokens));
 			res.json({ charged, used: budgetOf(req).used, backend: store.backend });
 		} catch (error) {
@@ -105,8 +107,8 @@ const as = (user: string) => ({
 		const call = request(url).get('/api').set('x-user', user);
 		return cost === undefined ? call : call.set('x-cost', String(cost));
 	},
-	generate: (url: string, tokens: number, cost?: number) => {
-		const call = request(url).post(`/generate?tokens=${tokens}`).set('x-user', user);
+	generate: (url: string, tokens: number, cost?: number, wait = 0) => {
+		const call = request(url).post(`/generate?tokens=${tokens}&wait=${wait}`).set('x-user', user);
 		return cost === undefined ? call : call.set('x-cost', String(cost));
 	},
 	answer: (url: string, tokens: number) => request(url).post(`/answer?tokens=${tokens}`).set('x-user', user),
@@ -228,6 +230,19 @@ describe('charges after the fact (req.rateLimit.charge)', () => {
 		const refunded = await ida.generate(urls[1]!, -1_000, 5).expect(200);
 		expect(refunded.body.charged).toEqual({ remaining: 100, limited: false });
 		expect(await redis.command('EXISTS', 'rl:user:ida')).toBe(0);
+	});
+
+	it('gives a refund back to the window the request was counted in, never to the next one', async () => {
+		const urls = await twoInstances({ limit: 100, windowMs: 1_000, cost: (req) => Number(req.get('x-cost') ?? 1) });
+		const jo = as('jo');
+		// Reserves 60 and gives 50 back once the model answered, 1.3 s later: its window
+		// (which its count started) has ended by then.
+		const slow = jo.generate(urls[0]!, -50, 60, 1_300).then((res) => res);
+		await new Promise((resolve) => setTimeout(resolve, 1_100));
+		// The next window: 70 used by another request meanwhile.
+		await jo.api(urls[1]!, 70).expect(200);
+		expect((await slow).status).toBe(200);
+		expect(await count('rl:user:jo')).toBe(70);
 	});
 
 	it('adds fractional amounts without drift', async () => {
@@ -396,6 +411,46 @@ describe('budgets during a Redis outage', () => {
 		await recovered;
 		expect(await count('rl:user:ned')).toBe(100);
 		await ned.api(url).expect(429);
+	});
+});
+
+describe('headers of budgets', () => {
+	it('keeps whole numbers in the draft-7 and legacy headers of a fractional budget', async () => {
+		const store = await newStore();
+		const url = await serve(store, { limit: 2.5, cost: 0.75, standardHeaders: 'draft-7', legacyHeaders: true });
+		const res = await as('kay').api(url).expect(200);
+		expect(res.headers.ratelimit).toMatch(/^limit=2, remaining=1, reset=\d+$/);
+		expect(res.headers['x-ratelimit-limit']).toBe('2');
+		expect(res.headers['x-ratelimit-remaining']).toBe('1');
+	});
+
+	it('replaces after a charge only the draft-8 values of the limit charged, not those of another limit', async () => {
+		const store = await newStore();
+		const app = express();
+		app.use(rateLimit({ store, logger: silentLogger, limit: 50, identifier: 'requests', keyGenerator: () => 'all' }));
+		app.use(
+			rateLimit({
+				store,
+				logger: silentLogger,
+				prefix: 'budget:',
+				limit: 1_000,
+				identifier: 'tokens',
+				requestPropertyName: 'budget',
+				keyGenerator: () => 'all',
+			}),
+		);
+		app.post('/charge', async (req, res) => {
+			await budgetOf(req).charge(5);
+			res.json({ ok: true });
+		});
+		const { url, close } = await listen(app);
+		cleanups.push(close);
+		const res = await request(url).post('/charge').expect(200);
+		// The first limit's values changed with its charge; the budget's stayed.
+		expect(res.headers['ratelimit-policy']).toMatch(/"requests"; q=50;/);
+		expect(res.headers['ratelimit-policy']).toMatch(/"tokens"; q=1000;/);
+		expect(res.headers.ratelimit).toMatch(/"tokens"; r=999/);
+		expect(res.headers.ratelimit).toMatch(/"requests"; r=44/);
 	});
 });
 

@@ -141,12 +141,25 @@ export class EngineCounterStore implements CounterStore {
 	}
 
 	/**
-	 * Adds `amount` after the fact to every counter of `ticket`'s request (negative:
-	 * gives back, never below 0), whatever the limits: what it counts was already spent.
+	 * Adds `amount` after the fact to every counter of `ticket`'s request, whatever the
+	 * limits: what it counts was already spent. A refund (negative, never below 0) goes
+	 * only to the windows that have not ended since the request was counted: it must not
+	 * come out of a later window's budget.
 	 */
 	async charge(ticket: Ticket, amount: number): Promise<void> {
-		const counts = (await this.#engine.run(this.#set.add, { counters: ticket.counters, amount })).value;
-		ticket.counts = counts;
+		let { counters } = ticket;
+		if (amount < 0) {
+			const now = Date.now();
+			counters = counters.map((group, g) => group.filter((_counter, i) => ticket.counts[g]![i]!.resetAt > now));
+			if (counters.every((group) => group.length === 0)) return;
+		}
+
+		const counts = (await this.#engine.run(this.#set.add, { counters, amount })).value;
+		// The counts of the counters left out (their window ended) stay as they were.
+		ticket.counts = ticket.counters.map((group, g) => {
+			const fresh = [...counts[g]!];
+			return group.map((counter, i) => (counters[g]!.includes(counter) ? fresh.shift()! : ticket.counts[g]![i]!));
+		});
 	}
 
 	async resetKey(key: string): Promise<void> {

@@ -92,9 +92,11 @@ export const setHeaders = async (
 	if (response.headersSent) return;
 	const { windows, standardHeaders } = config;
 	const window = windows[shown.window]!;
+	// Every format's fields are whole numbers: a fractional limit or remaining is rounded down.
+	const [whole, left] = [Math.floor(shown.limit), Math.floor(shown.remaining)];
 	if (config.legacyHeaders) {
-		response.setHeader('X-RateLimit-Limit', String(shown.limit));
-		response.setHeader('X-RateLimit-Remaining', String(shown.remaining));
+		response.setHeader('X-RateLimit-Limit', String(whole));
+		response.setHeader('X-RateLimit-Remaining', String(left));
 		response.setHeader('Date', new Date().toUTCString());
 		response.setHeader('X-RateLimit-Reset', String(Math.ceil(shown.resetAt / 1000)));
 	}
@@ -102,13 +104,13 @@ export const setHeaders = async (
 	const windowSeconds = Math.ceil(window.windowMs / 1000);
 	const reset = secondsUntil(shown.resetAt);
 	if (standardHeaders === 'draft-6') {
-		response.setHeader('RateLimit-Policy', `${shown.limit};w=${windowSeconds}`);
-		response.setHeader('RateLimit-Limit', String(shown.limit));
-		response.setHeader('RateLimit-Remaining', String(shown.remaining));
+		response.setHeader('RateLimit-Policy', `${whole};w=${windowSeconds}`);
+		response.setHeader('RateLimit-Limit', String(whole));
+		response.setHeader('RateLimit-Remaining', String(left));
 		response.setHeader('RateLimit-Reset', String(reset));
 	} else if (standardHeaders === 'draft-7') {
-		response.setHeader('RateLimit-Policy', `${shown.limit};w=${windowSeconds}`);
-		response.setHeader('RateLimit', `limit=${shown.limit}, remaining=${shown.remaining}, reset=${reset}`);
+		response.setHeader('RateLimit-Policy', `${whole};w=${windowSeconds}`);
+		response.setHeader('RateLimit', `limit=${whole}, remaining=${left}, reset=${reset}`);
 	} else if (standardHeaders === 'draft-8') {
 		const pk = partitionKey(key);
 		const names = await Promise.all(windows.map((each, i) => nameOf(each, ticket.limits[i]!, request, response)));
@@ -117,10 +119,11 @@ export const setHeaders = async (
 			(each, i) =>
 				`${quoted(names[i]!)}; q=${Math.floor(ticket.limits[i]!)}; w=${Math.ceil(each.windowMs / 1000)}; pk=:${pk}:`,
 		);
-		const limit = `${quoted(names[shown.window]!)}; r=${Math.floor(shown.remaining)}; t=${reset}`;
+		const limit = `${quoted(names[shown.window]!)}; r=${left}; t=${reset}`;
 		// Set again after a charge: this limit's values replace its earlier ones, and
 		// those of other limits on the same response stay.
-		const earlier = draft8Written.get(response);
+		const written = draft8Written.get(response) ?? new Map<RateLimitConfig, Draft8Values>();
+		const earlier = written.get(config);
 		if (earlier) {
 			withoutValues(response, 'RateLimit-Policy', earlier.policies);
 			withoutValues(response, 'RateLimit', [earlier.limit]);
@@ -128,12 +131,17 @@ export const setHeaders = async (
 
 		response.append('RateLimit-Policy', policies);
 		response.append('RateLimit', limit);
-		draft8Written.set(response, { policies, limit });
+		draft8Written.set(response, written.set(config, { policies, limit }));
 	}
 };
 
-/** The draft-8 values this limit wrote on each response, to replace them after a charge. */
-const draft8Written = new WeakMap<Response, { policies: string[]; limit: string }>();
+interface Draft8Values {
+	readonly policies: string[];
+	readonly limit: string;
+}
+
+/** The draft-8 values each limit wrote on each response, to replace them after a charge. */
+const draft8Written = new WeakMap<Response, Map<RateLimitConfig, Draft8Values>>();
 
 /** Removes `values` from the header `name` of `response`, keeping any other. */
 const withoutValues = (response: Response, name: string, values: readonly string[]): void => {
