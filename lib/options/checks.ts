@@ -24,18 +24,6 @@ export const checkInteger = (option: string, value: unknown, min: number): numbe
 	return value as number;
 };
 
-/**
- * Throws a `TypeError` naming `option` unless `value` is a finite number of at least
- * `min` (greater than `min`, with `above`); fractions allowed.
- */
-export const checkAmount = (option: string, value: unknown, min: number, above = false): number => {
-	if (typeof value !== 'number' || !Number.isFinite(value) || value < min || (above && value === min)) {
-		invalidOption(option, `a finite number ${above ? 'greater than' : 'of at least'} ${min}`, value);
-	}
-
-	return value as number;
-};
-
 /** Throws a `TypeError` naming `option` unless `value` is a whole number from `min` to `max`. */
 export const checkIntegerIn = (option: string, value: unknown, min: number, max: number): number =>
 	typeof value === 'number' && Number.isInteger(value) && value >= min && value <= max

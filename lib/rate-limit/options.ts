@@ -2,7 +2,6 @@ import type { NextFunction, Request, Response } from 'express';
 import type { DraftHeadersVersion, EnabledValidations, ValueDeterminingMiddleware } from 'express-rate-limit';
 import type { Logger } from '../logger.js';
 import {
-	checkAmount,
 	checkBoolean,
 	checkFunction,
 	checkInteger,
@@ -359,9 +358,25 @@ const WINDOW_OPTIONS = Object.freeze({
 /** Options that each window of `windows` sets for itself. */
 const PER_WINDOW = ['windowMs', 'limit', 'limitDuringOutage', 'addressLimit', 'identifier'] as const;
 
-const checkAmountOrFunction = <T>(option: string, value: T, min: number): T => {
-	if (typeof value !== 'function' && (typeof value !== 'number' || !Number.isFinite(value) || value < min)) {
-		invalidOption(option, `a finite number of at least ${min} or a function returning one`, value);
+/**
+ * The largest limit or cost: counts are computed in whole millionths in Lua, whose
+ * numbers are doubles, exact up to 2^53 millionths (about 9 billion).
+ */
+const MAX_COUNT = 9e9;
+
+/** A limit or cost: a number from 0 to {@link MAX_COUNT}. */
+const checkCount = (option: string, value: unknown): number => {
+	if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > MAX_COUNT) {
+		invalidOption(option, `a number from 0 to ${MAX_COUNT.toLocaleString('en-US')}`, value);
+	}
+
+	return value as number;
+};
+
+/** A limit, or a function returning one per request. */
+const checkCountOrFunction = <T>(option: string, value: T): T => {
+	if (typeof value !== 'function' && (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > MAX_COUNT)) {
+		invalidOption(option, `a number from 0 to ${MAX_COUNT.toLocaleString('en-US')} or a function returning one`, value);
 	}
 
 	return value;
@@ -377,13 +392,13 @@ const resolveWindows = (value: unknown): WindowConfig[] => {
 		const name = `windows[${i}]`;
 		const window = checkObject(name, given, 'an object { windowMs, limit }') as unknown as RateLimitWindow;
 		rejectUnknownOptions(`rateLimit() ${name}`, window, WINDOW_OPTIONS);
-		const limit = checkAmount(`${name}.limit`, window.limit, 0, true);
+		const limit = checkCount(`${name}.limit`, window.limit);
 		return {
 			windowMs: checkIntegerIn(`${name}.windowMs`, window.windowMs, 1, MAX_WINDOW_MS),
 			limit,
 			limitDuringOutage:
-				window.limitDuringOutage === undefined ? limit : checkAmount(`${name}.limitDuringOutage`, window.limitDuringOutage, 0),
-			addressLimit: window.addressLimit === undefined ? undefined : checkAmount(`${name}.addressLimit`, window.addressLimit, 0),
+				window.limitDuringOutage === undefined ? limit : checkCount(`${name}.limitDuringOutage`, window.limitDuringOutage),
+			addressLimit: window.addressLimit === undefined ? undefined : checkCount(`${name}.addressLimit`, window.addressLimit),
 			identifier: window.identifier === undefined ? undefined : checkString(`${name}.identifier`, window.identifier, true),
 		};
 	});
@@ -436,12 +451,11 @@ export const resolveRateLimitOptions = (options: RateLimitOptions): RateLimitCon
 	}
 
 	const windowMs = checkIntegerIn('windowMs', pick('windowMs'), 1, MAX_WINDOW_MS);
-	const limit = checkAmountOrFunction('limit', pick('limit'), 0);
-	const limitDuringOutage = checkAmountOrFunction('limitDuringOutage', given.limitDuringOutage ?? limit, 0);
-	const addressLimit =
-		given.addressLimit === undefined ? undefined : checkAmountOrFunction('addressLimit', given.addressLimit, 0);
+	const limit = checkCountOrFunction('limit', pick('limit'));
+	const limitDuringOutage = checkCountOrFunction('limitDuringOutage', given.limitDuringOutage ?? limit);
+	const addressLimit = given.addressLimit === undefined ? undefined : checkCountOrFunction('addressLimit', given.addressLimit);
 	const cost = given.cost ?? 1;
-	if (typeof cost !== 'function') checkAmount('cost', cost, 0);
+	if (typeof cost !== 'function') checkCount('cost', cost);
 	const message = pick('message');
 	if (typeof message !== 'string' && typeof message !== 'function' && (typeof message !== 'object' || message === null)) {
 		invalidOption('message', 'a string, an object or a function returning one', message);
