@@ -10,32 +10,16 @@ import request from 'supertest';
 import { type BudgetInfo, rateLimit, type RateLimitOptions, ResilientStore, silentLogger } from '../lib/index.js';
 import { redisLinkOf } from '../lib/redis/link.js';
 import { fastFailover, listen, nextEvent, until } from './helpers/common.js';
-import { RedisServer } from './helpers/redis-server.js';
+import { useRedisServer } from './helpers/redis-server.js';
 import { TcpProxy } from './helpers/tcp-proxy.js';
 
-let redis: RedisServer;
-const cleanups: Array<() => unknown> = [];
-
-beforeAll(async () => {
-	redis = await RedisServer.start();
-});
-
-beforeEach(async () => {
-	if (!redis.running) await redis.restart();
-	await redis.command('FLUSHALL');
-});
-
-afterEach(async () => {
-	for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-afterAll(() => redis.kill());
+const fixture = useRedisServer();
 
 /** A store on `url` (the file's redis-server by default), connected, closed after the test. */
-const newStore = async (url = redis.url) => {
+const newStore = async (url = fixture.redis.url) => {
 	// A deadline a loaded test machine never misses: a spurious fallback would split counts.
 	const store = new ResilientStore({ url, logger: silentLogger, ...fastFailover, timeoutMs: 1_000 });
-	cleanups.push(() => store.close());
+	fixture.afterTest(() => store.close());
 	const client = redisLinkOf(store)?.client as unknown as EventEmitter & { isReady: boolean };
 	if (client && !client.isReady) await once(client, 'ready');
 	return store;
@@ -90,7 +74,7 @@ const serve = async (store: ResilientStore, options: Omit<RateLimitOptions, 'sto
 	});
 	app.get('/missing', (_req, res) => res.status(404).end());
 	const { url, close } = await listen(app);
-	cleanups.push(close);
+	fixture.afterTest(close);
 	return url;
 };
 
@@ -100,7 +84,7 @@ const twoInstances = async (options: Omit<RateLimitOptions, 'store'>) => {
 	return [await serve(a, options), await serve(b, options)] as const;
 };
 
-const count = async (key: string) => Number((await redis.command('GET', key)) ?? 0);
+const count = async (key: string) => Number((await fixture.redis.command('GET', key)) ?? 0);
 
 const as = (user: string) => ({
 	api: (url: string, cost?: number) => {
@@ -189,7 +173,7 @@ describe('weighted requests (cost)', () => {
 		const res = await as('dee').api(url, Number.NaN).expect(500);
 		expect(res.text).toMatch(/TypeError: resilient-session: rateLimit\(\) `cost` must return a finite number of at least 0; got NaN/);
 		await as('dee').api(url, -1).expect(500);
-		expect(await redis.command('EXISTS', 'rl:user:dee')).toBe(0);
+		expect(await fixture.redis.command('EXISTS', 'rl:user:dee')).toBe(0);
 	});
 });
 
@@ -229,7 +213,7 @@ describe('charges after the fact (req.rateLimit.charge)', () => {
 		await ida.api(urls[0]!, 10).expect(200);
 		const refunded = await ida.generate(urls[1]!, -1_000, 5).expect(200);
 		expect(refunded.body.charged).toEqual({ remaining: 100, limited: false });
-		expect(await redis.command('EXISTS', 'rl:user:ida')).toBe(0);
+		expect(await fixture.redis.command('EXISTS', 'rl:user:ida')).toBe(0);
 	});
 
 	it('gives a refund back to the window the request was counted in, never to the next one', async () => {
@@ -250,10 +234,10 @@ describe('charges after the fact (req.rateLimit.charge)', () => {
 		const hal = as('hal');
 		for (let i = 0; i < 3; i++) await hal.generate(urls[i % 2]!, 0.1).expect(200);
 		// 0.1 + 0.1 + 0.1 is 0.3 in Redis, not 0.30000000000000004.
-		expect(await redis.command('GET', 'rl:user:hal')).toBe('0.3');
+		expect(await fixture.redis.command('GET', 'rl:user:hal')).toBe('0.3');
 		const last = await hal.generate(urls[1]!, 0.7).expect(200);
 		expect(last.body.charged).toEqual({ remaining: 0, limited: true });
-		expect(await redis.command('GET', 'rl:user:hal')).toBe('1');
+		expect(await fixture.redis.command('GET', 'rl:user:hal')).toBe('1');
 		await hal.api(urls[0]!).expect(429);
 	});
 
@@ -285,11 +269,11 @@ describe('several windows (windows)', () => {
 		const minute = await jo.api(urls[0]!).expect(429);
 		expect(Number(minute.headers['retry-after'])).toBeLessThanOrEqual(60);
 		expect(minute.headers.ratelimit).toMatch(/^"2-in-1min"; r=0; t=\d+$/);
-		const keys = ((await redis.command('KEYS', 'rl:*')) as string[]).sort();
+		const keys = ((await fixture.redis.command('KEYS', 'rl:*')) as string[]).sort();
 		expect(keys).toEqual(['rl:{user:jo}:3600000', 'rl:{user:jo}:60000']);
 
 		// The minute ends.
-		await redis.command('DEL', 'rl:{user:jo}:60000');
+		await fixture.redis.command('DEL', 'rl:{user:jo}:60000');
 		const third = await jo.api(urls[1]!).expect(200);
 		expect(third.body).toMatchObject({ limit: 3, used: 3, remaining: 0 });
 		// The hour refuses now, although the minute has room: retry when the hour resets.
@@ -329,7 +313,7 @@ describe('several windows (windows)', () => {
 		expect((await lee.generate(urls[0]!, 80).expect(200)).body.charged).toEqual({ remaining: 20, limited: false });
 		expect(await count('rl:{user:lee}:86400000')).toBe(80);
 		// Another minute would leave 100 in it, but the day has 70 left: the day is closest.
-		await redis.command('DEL', 'rl:{user:lee}:60000');
+		await fixture.redis.command('DEL', 'rl:{user:lee}:60000');
 		const res = await lee.api(urls[1]!).expect(200);
 		expect(res.body).toMatchObject({ limit: 150, used: 80, remaining: 70 });
 		expect(res.headers.ratelimit).toMatch(/^limit=150, remaining=70, reset=\d+$/);
@@ -342,8 +326,8 @@ describe('several windows (windows)', () => {
 
 describe('budgets during a Redis outage', () => {
 	it('weighs, charges and refunds in memory during an outage, and on Redis again after', async () => {
-		const proxy = await TcpProxy.start(redis.port);
-		cleanups.push(() => proxy.close());
+		const proxy = await TcpProxy.start(fixture.redis.port);
+		fixture.afterTest(() => proxy.close());
 		const store = await newStore(proxy.url);
 		const url = await serve(store, {
 			windows: [
@@ -378,7 +362,7 @@ describe('budgets during a Redis outage', () => {
 		expect(await count('rl:{user:max}:60000')).toBe(50);
 		await max.api(url, 0).expect(429);
 		// The minute ends; the hour goes on from what memory counted.
-		await redis.command('DEL', 'rl:{user:max}:60000');
+		await fixture.redis.command('DEL', 'rl:{user:max}:60000');
 		await max.api(url, 31).expect(429);
 		await max.api(url, 10).expect(200);
 		expect((await max.generate(url, -20, 0).expect(200)).body).toMatchObject({
@@ -387,7 +371,7 @@ describe('budgets during a Redis outage', () => {
 			backend: 'redis',
 		});
 		expect(await count('rl:{user:max}:3600000')).toBe(40);
-		expect(await redis.command('EXISTS', 'rl:{user:max}:60000')).toBe(0);
+		expect(await fixture.redis.command('EXISTS', 'rl:{user:max}:60000')).toBe(0);
 		expect(store.backend).toBe('redis');
 	});
 
@@ -397,7 +381,7 @@ describe('budgets during a Redis outage', () => {
 		const ned = as('ned');
 		await ned.generate(url, 40).expect(200);
 		const fellBack = nextEvent(store, 'fallback');
-		await redis.kill();
+		await fixture.redis.kill();
 		await ned.generate(url, 35).expect(200);
 		await fellBack;
 		expect((await ned.generate(url, 25).expect(200)).body).toMatchObject({
@@ -407,7 +391,7 @@ describe('budgets during a Redis outage', () => {
 		await ned.api(url).expect(429);
 
 		const recovered = nextEvent(store, 'recover');
-		await redis.restart();
+		await fixture.redis.restart();
 		await recovered;
 		expect(await count('rl:user:ned')).toBe(100);
 		await ned.api(url).expect(429);
@@ -444,7 +428,7 @@ describe('headers of budgets', () => {
 			res.json({ ok: true });
 		});
 		const { url, close } = await listen(app);
-		cleanups.push(close);
+		fixture.afterTest(close);
 		const res = await request(url).post('/charge').expect(200);
 		// The first limit's values changed with its charge; the budget's stayed.
 		expect(res.headers['ratelimit-policy']).toMatch(/"requests"; q=50;/);

@@ -2,7 +2,7 @@ import express from 'express';
 import request from 'supertest';
 import { type HealthHandlerOptions, healthHandler, ResilientStore, silentLogger } from '../lib/index.js';
 import { connected, fastFailover, nextEvent } from './helpers/common.js';
-import { RedisServer } from './helpers/redis-server.js';
+import { useRedisServer } from './helpers/redis-server.js';
 import { TcpProxy } from './helpers/tcp-proxy.js';
 
 /**
@@ -12,26 +12,13 @@ import { TcpProxy } from './helpers/tcp-proxy.js';
 const DEADLINE_MS = 1_000;
 const SLACK_MS = 500;
 
-let redis: RedisServer;
+const fixture = useRedisServer();
 let proxy: TcpProxy;
-const cleanups: Array<() => unknown> = [];
-
-beforeAll(async () => {
-	redis = await RedisServer.start();
-});
 
 beforeEach(async () => {
-	if (!redis.running) await redis.restart();
-	await redis.command('FLUSHALL');
-	proxy = await TcpProxy.start(redis.port);
-	cleanups.push(() => proxy.close());
+	proxy = await TcpProxy.start(fixture.redis.port);
+	fixture.afterTest(() => proxy.close());
 });
-
-afterEach(async () => {
-	for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-afterAll(() => redis.kill());
 
 /**
  * A store through the proxy (its link can be stalled), or on `url` (`null`: memory only),
@@ -44,7 +31,7 @@ const setup = async (options: Omit<HealthHandlerOptions, 'store'> = {}, url: str
 		...fastFailover,
 		timeoutMs: DEADLINE_MS,
 	});
-	cleanups.push(() => store.close());
+	fixture.afterTest(() => store.close());
 	if (url) await connected(store);
 	const app = express();
 	app.get('/healthz', healthHandler({ store, ...options }));
@@ -97,9 +84,9 @@ describe('healthHandler()', () => {
 	});
 
 	it('notices a Redis that died under an idle instance', async () => {
-		const { app } = await setup({}, redis.url);
+		const { app } = await setup({}, fixture.redis.url);
 		await request(app).get('/healthz').expect(200, /"status":"ok"/);
-		await redis.kill();
+		await fixture.redis.kill();
 		const { res, ms } = await timed(app, '/readyz');
 		expect(res.status).toBe(503);
 		expect(res.body).toMatchObject({ status: 'degraded', backend: 'memory' });
@@ -129,7 +116,7 @@ describe('healthHandler()', () => {
 
 	it('rejects unknown and bad options, naming them', () => {
 		const store = new ResilientStore({ logger: silentLogger });
-		cleanups.push(() => store.close());
+		fixture.afterTest(() => store.close());
 		expect(() => healthHandler({ store, degradedStatus: 503 } as never)).toThrow(
 			new TypeError('resilient-session: healthHandler() has no option `degradedStatus` (did you mean `degradedStatusCode`?)'),
 		);

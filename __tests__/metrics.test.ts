@@ -8,25 +8,9 @@ import { createApp } from './helpers/app.js';
 import { connected, fastFailover, nextEvent, until } from './helpers/common.js';
 import { attempt, createLoginApp, KNOWN_USER, PASSWORD } from './helpers/login-guard-app.js';
 import { callApi, createLimitedApp, login } from './helpers/rate-limit-app.js';
-import { RedisServer } from './helpers/redis-server.js';
+import { useRedisServer } from './helpers/redis-server.js';
 
-let redis: RedisServer;
-const cleanups: Array<() => unknown> = [];
-
-beforeAll(async () => {
-	redis = await RedisServer.start();
-});
-
-beforeEach(async () => {
-	if (!redis.running) await redis.restart();
-	await redis.command('FLUSHALL');
-});
-
-afterEach(async () => {
-	for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-afterAll(() => redis.kill());
+const fixture = useRedisServer();
 
 const PREFIX = 'resilient_session_';
 
@@ -37,16 +21,16 @@ const PREFIX = 'resilient_session_';
  */
 const redisStore = async (options: ConstructorParameters<typeof ResilientStore>[0] = {}) => {
 	const store = await connected(
-		new ResilientStore({ url: redis.url, logger: silentLogger, ...fastFailover, timeoutMs: 2_000, ...options }),
+		new ResilientStore({ url: fixture.redis.url, logger: silentLogger, ...fastFailover, timeoutMs: 2_000, ...options }),
 	);
-	cleanups.push(() => store.close());
+	fixture.afterTest(() => store.close());
 	return store;
 };
 
 const metricsOf = (store: ResilientStore, prefix?: string) => {
 	const register = new Registry();
 	const metrics = collectMetrics({ store, register, ...(prefix === undefined ? {} : { prefix }) });
-	cleanups.push(() => metrics.close());
+	fixture.afterTest(() => metrics.close());
 	return { register, metrics };
 };
 
@@ -110,7 +94,7 @@ describe('collectMetrics()', () => {
 		expect(await value(register, 'memory_sessions')).toBe(1);
 
 		const fellBack = nextEvent(store, 'fallback');
-		await redis.kill();
+		await fixture.redis.kill();
 		await agent.get('/count').expect(200, /"views":2/);
 		await fellBack;
 		await agent.get('/count').expect(200, /"views":3/);
@@ -124,7 +108,7 @@ describe('collectMetrics()', () => {
 		const wroteBack = nextEvent<WriteBackResult>(store, 'writeback');
 		const recovered = nextEvent(store, 'recover');
 		const pingsBefore = await commandsTimed(register, 'PING');
-		await redis.restart();
+		await fixture.redis.restart();
 		const result = await wroteBack;
 		await recovered;
 
@@ -154,7 +138,7 @@ describe('collectMetrics()', () => {
 		expect(await value(register, 'rate_limit_decisions_total', { outcome: 'limited' })).toBe(2);
 
 		const fellBack = nextEvent(store, 'fallback');
-		await redis.kill();
+		await fixture.redis.kill();
 		await callApi(app, cookie).expect(429);
 		await fellBack;
 		await callApi(app, cookie).expect(429);
@@ -188,7 +172,7 @@ describe('collectMetrics()', () => {
 		const store = await redisStore();
 		const { register } = metricsOf(store);
 		const { app } = createLoginApp(store, { maxFailures: 2 });
-		await redis.kill();
+		await fixture.redis.kill();
 		await attempt(app, KNOWN_USER).expect(401);
 		await attempt(app, KNOWN_USER).expect(401);
 		await attempt(app, KNOWN_USER).expect(429);
@@ -204,7 +188,7 @@ describe('collectMetrics()', () => {
 		const first = metricsOf(store);
 		const register = new Registry();
 		const second = collectMetrics({ store, register, prefix: 'app_sessions_' });
-		cleanups.push(() => second.close());
+		fixture.afterTest(() => second.close());
 		await callApi(app).expect(200);
 		await callApi(app).expect(429);
 		expect(await value(first.register, 'rate_limit_decisions_total', { outcome: 'limited' })).toBe(1);
@@ -220,7 +204,7 @@ describe('collectMetrics()', () => {
 
 	it('refuses a registry that already has its names, and bad options, naming them', async () => {
 		const store = new ResilientStore({ logger: silentLogger });
-		cleanups.push(() => store.close());
+		fixture.afterTest(() => store.close());
 		const { register } = metricsOf(store);
 		expect(() => collectMetrics({ store, register })).toThrow(/already has a metric named resilient_session_backend/);
 		expect(() => collectMetrics({ store, register, prefx: 'a_' } as never)).toThrow(
@@ -249,7 +233,7 @@ describe('examples/grafana-dashboard.json', () => {
 	it('plots only metrics collectMetrics() registers, through a Prometheus datasource variable', async () => {
 		const dashboard = JSON.parse(readFileSync(join(__dirname, '..', 'examples', 'grafana-dashboard.json'), 'utf8'));
 		const store = new ResilientStore({ logger: silentLogger });
-		cleanups.push(() => store.close());
+		fixture.afterTest(() => store.close());
 		const { register } = metricsOf(store);
 		const registered = (await register.getMetricsAsJSON()).map((metric) => metric.name);
 		const text = JSON.stringify(dashboard.panels);

@@ -158,7 +158,7 @@ export interface RedisFixture {
 
 /**
  * Starts a redis-server for the test file (with `REDIS_URL` unset, so that no store
- * reaches another), empties it before each test, runs each test's cleanups after it, and
+ * reaches another), starts it again if a test left it killed, empties it before each test, runs each test's cleanups after it, and
  * kills it after the file.
  */
 export const useRedisServer = (): RedisFixture => {
@@ -168,7 +168,11 @@ export const useRedisServer = (): RedisFixture => {
 		delete process.env.REDIS_URL;
 		redis = await RedisServer.start();
 	});
-	beforeEach(() => redis!.command('FLUSHALL'));
+	beforeEach(async () => {
+		// A test that killed it and failed before restarting it leaves it down.
+		if (!redis!.running) await redis!.restart();
+		await redis!.command('FLUSHALL');
+	});
 	afterEach(async () => {
 		for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 	});
