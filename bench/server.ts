@@ -8,7 +8,8 @@
  *   POST /write    changes the session (a visit counter)
  *   GET  /limited  /read behind a rate limit (when one can be built, see rate-limits.ts)
  *
- * Answers of the ResilientStore kinds carry `X-Backend` (redis or memory).
+ * Every answer carries `X-Backend`: where ResilientStore served the session from (redis or
+ * memory), and for the other kinds their one backend, so that every store pays for the header.
  *
  * The ResilientStore kinds' metrics (`collectMetrics()` on a prom-client registry, served
  * at `GET /metrics`) are off until the benchmark sends `{ type: 'metrics', on: true }`.
@@ -68,13 +69,14 @@ const main = async (): Promise<void> => {
 			cookie: { maxAge: COOKIE_MAX_AGE_MS },
 		}),
 	);
-	if (resilient) {
-		// After the session is loaded: the backend that served it.
-		app.use((_req, res, next) => {
-			res.setHeader('x-backend', resilient.backend);
-			next();
-		});
-	}
+	// After the session is loaded: the backend that served it. Every kind gets the same
+	// middleware and header (the others name their one backend), so that what it costs a
+	// request, an Express layer and a header, is paid alike by every store compared.
+	const fixedBackend = kind === 'connect-redis' ? 'redis' : 'memory';
+	app.use((_req, res, next) => {
+		res.setHeader('x-backend', resilient ? resilient.backend : fixedBackend);
+		next();
+	});
 
 	const requireLogin = (req: Request, res: Response, next: NextFunction) => {
 		if (req.session.user) next();
