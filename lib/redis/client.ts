@@ -112,7 +112,8 @@ export const reconnectDelay = (retries: number, maxDelayMs: number): number =>
 
 /**
  * Creates the client a store owns when it is given a URL: no offline queue (a command
- * sent while disconnected fails at once instead of waiting), an `'error'` listener (an
+ * sent while disconnected fails at once instead of waiting), no per-command timeout of
+ * node-redis's own (the store's deadline covers every command), an `'error'` listener (an
  * unhandled one would crash the process), a reconnect strategy that never gives up, and
  * with `tracking`, RESP3 and `CLIENT TRACKING` on every connection. Connecting starts in the background; nothing waits for it.
  */
@@ -120,6 +121,11 @@ export const createOwnedClient = (options: OwnedClientOptions): RedisClient => {
 	const client = createClient({
 		url: options.url,
 		disableOfflineQueue: true,
+		// node-redis 6 arms a 5 s `AbortSignal.timeout` on every command by default (v5: none).
+		// Every command of the store already runs under its own, shorter deadline (see
+		// deadline.ts), so that signal never fires first; it only costs each command a timer,
+		// an abort signal and two listeners.
+		commandOptions: { timeout: 0 },
 		...(options.tracking && { RESP: 3, clientSideCache: options.tracking as never }),
 		socket: {
 			connectTimeout: options.connectTimeoutMs,
