@@ -1,6 +1,6 @@
 import { RedisStore } from 'connect-redis';
 import { Store, type SessionData } from 'express-session';
-import { type Callback, settle } from '../callback.js';
+import { type Callback, settle, settleInCheckPhase } from '../callback.js';
 import { withDeadline } from '../redis/deadline.js';
 import { StoreClosedError } from '../errors.js';
 import { type Attempt, type Backend, Failover } from '../redis/failover.js';
@@ -246,8 +246,8 @@ export class ResilientStore extends Store {
 			storedSessionId(req) !== sid && this.#memory.peek(sid) === undefined && !this.#journal.isPending(sid);
 		if (!neverStored || this.#closed) return super.regenerate(...args);
 		// `generate` is the session middleware's, set on the store it is given. Called back
-		// asynchronously, as after a destroy.
-		process.nextTick(() => {
+		// asynchronously, as after a destroy, in the check phase as `get` is.
+		setImmediate(() => {
 			(this as unknown as { generate(req: typeof args[0]): void }).generate(req);
 			callback();
 		});
@@ -267,9 +267,12 @@ export class ResilientStore extends Store {
 		};
 	}
 
-	/** Reads a session: `null` if there is none. */
+	/**
+	 * Reads a session: `null` if there is none. The callback is called in the check phase,
+	 * as express-session's own MemoryStore calls it (see `settleInCheckPhase`).
+	 */
 	get(sid: string, callback?: Callback<SessionData | null>): Promise<SessionData | null | undefined> {
-		return settle(this.#get(sid), callback);
+		return settleInCheckPhase(this.#get(sid), callback);
 	}
 
 	/** Creates or replaces a session. */
