@@ -123,6 +123,32 @@ describe('weighted requests (cost)', () => {
 		expect(await count('rl:user:ann')).toBe(100);
 	});
 
+	it('judges each request by its own cost when keys of one user come back out of order', async () => {
+		// The key generator answers the costlier requests later, so the keys of one user
+		// become known in another order than the requests came in.
+		const urls = await twoInstances({
+			limit: 60,
+			cost: (req) => Number(req.get('x-cost')),
+			keyGenerator: async (req) => {
+				await new Promise((resolve) => setTimeout(resolve, Number(req.get('x-cost')) * 5));
+				return `user:${String(req.get('x-user'))}`;
+			},
+		});
+		const costs = Array.from({ length: 24 }, (_, i) => [9, 4, 1][i % 3]!);
+		const responses = await Promise.all(costs.map((cost, i) => as('cy').api(urls[i % 2]!, cost)));
+
+		const admitted = costs.filter((_cost, i) => responses[i]!.status === 200);
+		const spent = admitted.reduce((sum, cost) => sum + cost, 0);
+		// Each answer's running total moved by that request's own cost: sorted, the totals
+		// step by exactly the admitted costs, in some order, up to what Redis holds.
+		const used = responses.filter((res) => res.status === 200).map((res) => res.body.used as number);
+		expect(new Set(used).size).toBe(used.length);
+		expect(Math.max(...used)).toBe(spent);
+		expect(await count('rl:user:cy')).toBe(spent);
+		const steps = [...used].sort((a, b) => a - b).map((total, i, all) => total - (all[i - 1] ?? 0));
+		expect(steps.sort((a, b) => a - b)).toEqual([...admitted].sort((a, b) => a - b));
+	});
+
 	it('refuses a costly request near the limit without using what is left', async () => {
 		const urls = await twoInstances({ limit: 10, cost: (req) => Number(req.get('x-cost') ?? 1) });
 		const bob = as('bob');

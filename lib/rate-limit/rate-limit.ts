@@ -180,6 +180,64 @@ const asExpressRateLimitLogger = (logger: Logger): ExpressRateLimitOptions['logg
 	};
 };
 
+/**
+ * The key generator given to express-rate-limit: `keyOf`, which also hands the request's
+ * ticket to the counter store under the key, for the `increment` that follows (see
+ * `EngineCounterStore.expect`).
+ */
+const handingOverTickets = (
+	keyOf: ValueDeterminingMiddleware<string>,
+	tickets: WeakMap<Request, Ticket>,
+	counts: EngineCounterStore,
+): ValueDeterminingMiddleware<string> => {
+	const keyGenerator = async (request: Request, response: Response): Promise<string> => {
+		const key = await keyOf(request, response);
+		const ticket = tickets.get(request);
+		if (ticket) counts.expect(key, ticket);
+		return key;
+	};
+	// express-rate-limit checks a custom key generator's source for an unsafe use of
+	// `req.ip` (ERR_ERL_KEY_GEN_IPV6): it must read the caller's, not this wrapper's.
+	keyGenerator.toString = () => keyOf.toString();
+	return keyGenerator;
+};
+
+/** How a response ended: `'finish'` (sent whole), `'close'` before that, or `'error'`. */
+type ResponseEnd = Promise<'finish' | 'close' | 'error'>;
+
+const responseEnd = (response: Response): ResponseEnd =>
+	new Promise((resolve) => {
+		response.once('finish', () => resolve('finish'));
+		response.once('close', () => resolve(response.writableEnded ? 'finish' : 'close'));
+		response.once('error', () => resolve('error'));
+	});
+
+/**
+ * `skipFailedRequests` and `skipSuccessfulRequests`, as express-rate-limit applies them:
+ * once the response has ended, the request's cost is given back if it failed (by
+ * `requestWasSuccessful`, or the client went away before the response was sent, or the
+ * response failed), or if it succeeded, respectively. Written here because
+ * express-rate-limit's take-back hands the store the key alone, and with weighted costs
+ * and several windows the cost to give back is the request's own.
+ */
+const takeBackWhenSkipped = (
+	config: RateLimitConfig,
+	log: OnceLogger,
+	counts: EngineCounterStore,
+	ticket: Ticket,
+	ended: ResponseEnd,
+): void => {
+	const { request, response } = ticket as { request: Request; response: Response };
+	void ended
+		.then(async (how) => {
+			const succeeded = how === 'finish' && (await config.requestWasSuccessful(request, response));
+			if (succeeded ? config.skipSuccessfulRequests : config.skipFailedRequests) await counts.takeBack(ticket);
+		})
+		.catch((error: unknown) =>
+			log.error('take-back', `resilient-session: rateLimit() could not take a request back: ${(error as Error)?.message}`, error),
+		);
+};
+
 /** The prefixes in use on each store, to warn when two limits would share their counts. */
 const prefixesInUse = new WeakMap<ResilientStore, Set<string>>();
 
@@ -223,12 +281,14 @@ export const rateLimit = (options: RateLimitOptions): RateLimitRequestHandler =>
 	};
 
 	const counts = new EngineCounterStore(config, prepare);
-	const ticketOf = () => counts.requests.getStore()!;
+	/** Each request's ticket, from the middleware's start to its response. */
+	const tickets = new WeakMap<Request, Ticket>();
 	const observers = observersOf(config.store);
 
 	/** `req.rateLimit` and the headers, once the request was counted; the shown window for a refused one. */
 	const describeRequest = async (request: Request, response: Response): Promise<Shown | undefined> => {
-		const ticket = ticketOf();
+		const ticket = tickets.get(request);
+		if (!ticket) return undefined;
 		const { key } = ticket;
 		if (ticket.admitted === undefined || key === undefined) return undefined;
 		const shown = closestWindow(ticket, ticket.admitted ? 0 : ticket.cost);
@@ -257,29 +317,35 @@ export const rateLimit = (options: RateLimitOptions): RateLimitRequestHandler =>
 			await config.handler(request, response, next, config);
 		},
 		skip: config.skip,
-		keyGenerator: config.keyGenerator ?? sessionOrIpKey(config, log),
+		keyGenerator: handingOverTickets(config.keyGenerator ?? sessionOrIpKey(config, log), tickets, counts),
 		// Set by describeRequest: express-rate-limit's describe one window and one count of hits.
 		standardHeaders: false,
 		legacyHeaders: false,
 		requestPropertyName: config.requestPropertyName,
-		skipFailedRequests: config.skipFailedRequests,
-		skipSuccessfulRequests: config.skipSuccessfulRequests,
-		requestWasSuccessful: config.requestWasSuccessful,
+		// Taken back by the middleware below, by the request's ticket: express-rate-limit's
+		// own take-back hands the store the key alone.
+		skipFailedRequests: false,
+		skipSuccessfulRequests: false,
 		store: counts,
 		validate: config.validate,
 		logger: asExpressRateLimitLogger(config.logger),
 	});
 
-	const middleware = (request: Request, response: Response, next: NextFunction) =>
-		// Everything express-rate-limit does for this request, its take-back after the
-		// response included, runs in the request's context, where the store finds its ticket.
-		counts.requests.run(newTicket(request, response), () =>
-			limiter(request, response, (error?: unknown) => {
-				if (error !== undefined) return next(error);
-				if (ticketOf().admitted) observers.rateLimit('allowed');
-				describeRequest(request, response).then(() => next(), next);
-			}),
-		);
+	const middleware = (request: Request, response: Response, next: NextFunction) => {
+		const ticket = newTicket(request, response);
+		tickets.set(request, ticket);
+		// Watched from the start, as express-rate-limit does: a client may go away before its count.
+		const ended = config.skipFailedRequests || config.skipSuccessfulRequests ? responseEnd(response) : undefined;
+		limiter(request, response, (error?: unknown) => {
+			if (error !== undefined) return next(error);
+			if (ticket.admitted) {
+				observers.rateLimit('allowed');
+				if (ended) takeBackWhenSkipped(config, log, counts, ticket, ended);
+			}
+
+			describeRequest(request, response).then(() => next(), next);
+		});
+	};
 
 	return Object.assign(middleware, { resetKey: limiter.resetKey, getKey: limiter.getKey }) as RateLimitRequestHandler;
 };
