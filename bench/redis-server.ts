@@ -19,9 +19,9 @@ export const redisServerVersion = (): string | undefined => {
 	return /v=(\S+)/.exec(result.stdout)?.[1] ?? result.stdout.trim();
 };
 
-/** A connected node-redis client; its errors are left to its commands. */
-export const connectClient = async (url: string) => {
-	const client = createClient({ url });
+/** A connected node-redis client (RESP2 unless told); its errors are left to its commands. */
+export const connectClient = async (url: string, resp: 2 | 3 = 2) => {
+	const client = createClient({ url, RESP: resp });
 	client.on('error', () => {});
 	await client.connect();
 	return client;

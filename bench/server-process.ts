@@ -17,6 +17,8 @@ export interface StoreEvent {
 export interface ServerProcess {
 	readonly kind: StoreKind;
 	readonly port: number;
+	/** The server's process id (its main thread's id too, on Linux). */
+	readonly pid: number;
 	/** `'available'`, or why the rate-limited route is missing. */
 	readonly rateLimit: string;
 	/** Every store event reported so far. */
@@ -41,6 +43,7 @@ export const startServer = async (kind: StoreKind, urls: StoreUrls): Promise<Ser
 	return {
 		kind,
 		port: ready.port,
+		pid: child.pid!,
 		rateLimit: ready.rateLimit,
 		events,
 		stop: async () => {

@@ -72,7 +72,7 @@ const main = async (): Promise<void> => {
 	// After the session is loaded: the backend that served it. Every kind gets the same
 	// middleware and header (the others name their one backend), so that what it costs a
 	// request, an Express layer and a header, is paid alike by every store compared.
-	const fixedBackend = kind === 'connect-redis' ? 'redis' : 'memory';
+	const fixedBackend = built.client ? 'redis' : 'memory';
 	app.use((_req, res, next) => {
 		res.setHeader('x-backend', resilient ? resilient.backend : fixedBackend);
 		next();
