@@ -43,6 +43,23 @@ describe.each<StoreMode>(['redis', 'memory-only', 'fallen-back'])('the store con
 		expect(callback).toHaveBeenCalledWith(null, undefined);
 	});
 
+	it("hands a session read to get's callback in the check phase, as express-session's MemoryStore does", async () => {
+		const sid = newSid();
+		await store.set(sid, data(60, { user: 'fay' }));
+		// Served from memory here (a warm copy, or memory itself): no I/O to wait for.
+		const callback = jest.fn();
+		const returned = store.get(sid, callback);
+		// Not at once, nor in a microtask or a process.nextTick: express-session would then
+		// run the request's handlers in the middle of reading the next request.
+		await new Promise((resolve) => process.nextTick(resolve));
+		await Promise.resolve();
+		expect(callback).not.toHaveBeenCalled();
+		await returned;
+		await new Promise((resolve) => setImmediate(resolve));
+		expect(callback).toHaveBeenCalledTimes(1);
+		expect(callback.mock.calls[0]![1]).toMatchObject({ user: 'fay' });
+	});
+
 	it('destroys a session', async () => {
 		const sid = newSid();
 		await store.set(sid, data());
