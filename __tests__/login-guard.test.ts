@@ -169,8 +169,13 @@ describe('loginGuard on Redis', () => {
 	});
 
 	it('lets no more than maxFailures of many concurrent wrong passwords through', async () => {
-		const one = createLoginApp(redisStore());
-		const two = createLoginApp(redisStore());
+		// About counting on a shared Redis, not failover: a deadline a busy machine cannot
+		// miss, and both stores connected before the burst (else each counts on its own).
+		const [a, b] = [redisStore(redis.url, { timeoutMs: 2_000 }), redisStore(redis.url, { timeoutMs: 2_000 })];
+		await Promise.all([a.get('warm-up'), b.get('warm-up')]);
+		expect([a.backend, b.backend]).toEqual(['redis', 'redis']);
+		const one = createLoginApp(a);
+		const two = createLoginApp(b);
 		const responses = await Promise.all(
 			Array.from({ length: 24 }, (_, i) => attempt((i % 2 === 0 ? one : two).app, KNOWN_USER)),
 		);
