@@ -202,13 +202,17 @@ const handingOverTickets = (
 	return keyGenerator;
 };
 
-/** How a response ended: `'finish'` (sent whole), `'close'` before that, or `'error'`. */
-type ResponseEnd = Promise<'finish' | 'close' | 'error'>;
+/**
+ * How a response ended: `'finish'` (sent whole), `'close'` before the handler ended it,
+ * `'error'`, or `'unsent'`: ended by the handler, but the connection closed before it was
+ * all sent (express-rate-limit takes such a request back under neither option).
+ */
+type ResponseEnd = Promise<'finish' | 'close' | 'error' | 'unsent'>;
 
 const responseEnd = (response: Response): ResponseEnd =>
 	new Promise((resolve) => {
 		response.once('finish', () => resolve('finish'));
-		response.once('close', () => resolve(response.writableEnded ? 'finish' : 'close'));
+		response.once('close', () => resolve(response.writableEnded ? 'unsent' : 'close'));
 		response.once('error', () => resolve('error'));
 	});
 
@@ -222,7 +226,6 @@ const responseEnd = (response: Response): ResponseEnd =>
  */
 const takeBackWhenSkipped = (
 	config: RateLimitConfig,
-	log: OnceLogger,
 	counts: EngineCounterStore,
 	ticket: Ticket,
 	ended: ResponseEnd,
@@ -230,11 +233,13 @@ const takeBackWhenSkipped = (
 	const { request, response } = ticket as { request: Request; response: Response };
 	void ended
 		.then(async (how) => {
+			if (how === 'unsent') return;
 			const succeeded = how === 'finish' && (await config.requestWasSuccessful(request, response));
 			if (succeeded ? config.skipSuccessfulRequests : config.skipFailedRequests) await counts.takeBack(ticket);
 		})
+		// Each failure reported, as express-rate-limit reports each of its own.
 		.catch((error: unknown) =>
-			log.error('take-back', `resilient-session: rateLimit() could not take a request back: ${(error as Error)?.message}`, error),
+			config.logger.error(`resilient-session: rateLimit() could not take a request back: ${(error as Error)?.message}`, error),
 		);
 };
 
@@ -337,10 +342,13 @@ export const rateLimit = (options: RateLimitOptions): RateLimitRequestHandler =>
 		// Watched from the start, as express-rate-limit does: a client may go away before its count.
 		const ended = config.skipFailedRequests || config.skipSuccessfulRequests ? responseEnd(response) : undefined;
 		limiter(request, response, (error?: unknown) => {
+			// Not counted (skipped, failed, or express-rate-limit went on without counting): a
+			// ticket still waiting under its key would be taken by the next request with that key.
+			if (ticket.key === undefined) counts.withdraw(ticket);
 			if (error !== undefined) return next(error);
 			if (ticket.admitted) {
 				observers.rateLimit('allowed');
-				if (ended) takeBackWhenSkipped(config, log, counts, ticket, ended);
+				if (ended) takeBackWhenSkipped(config, counts, ticket, ended);
 			}
 
 			describeRequest(request, response).then(() => next(), next);

@@ -124,7 +124,10 @@ export const createOwnedClient = (options: OwnedClientOptions): RedisClient => {
 		// node-redis 6 arms a 5 s `AbortSignal.timeout` on every command by default (v5: none).
 		// Every command of the store already runs under its own, shorter deadline (see
 		// deadline.ts), so that signal never fires first; it only costs each command a timer,
-		// an abort signal and two listeners.
+		// an abort signal and two listeners. What it did besides, drop a command still waiting
+		// to be written to a socket that stopped draining, the store does by dropping the
+		// connection: a deadline missed on the request path trips the fallback, which
+		// destroys a stalled connection and its queue with it (`resetConnection`), as node-redis 5 needs anyway.
 		commandOptions: { timeout: 0 },
 		...(options.tracking && { RESP: 3, clientSideCache: options.tracking as never }),
 		socket: {
