@@ -20,18 +20,29 @@ interface ProcessStat {
 	readonly ticks: number;
 }
 
+/** A clock tick of /proc's CPU times (USER_HZ, 100 on Linux), in microseconds. */
+const TICK_MICROS = 10_000;
+
+/** A `stat` file of /proc (a process's, or one of its threads'), read. */
+const readStat = (path: string): ProcessStat => {
+	const stat = readFileSync(path, 'utf8');
+	// The command name may hold spaces and parentheses: fields start after the last ')'.
+	const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+	// Fields 4 (ppid), 14 (utime) and 15 (stime) of proc(5), counted from field 3.
+	return { ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) };
+};
+
 const readProcessStat = (pid: number): ProcessStat | undefined => {
 	try {
-		const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-		// The command name may hold spaces and parentheses: fields start after the last ')'.
-		const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-		// Fields 4 (ppid), 14 (utime) and 15 (stime) of proc(5), counted from field 3.
-		return { ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) };
+		return readStat(`/proc/${pid}/stat`);
 	} catch {
 		// The process ended meanwhile.
 		return undefined;
 	}
 };
+
+/** CPU time (user + system) of the main thread of process `pid` so far, in microseconds (Linux). */
+export const mainThreadMicros = (pid: number): number => readStat(`/proc/${pid}/task/${pid}/stat`).ticks * TICK_MICROS;
 
 /** A snapshot of the machine's CPU time, or `undefined` where /proc cannot tell. */
 export const sampleCpu = (): CpuSample | undefined => {

@@ -16,9 +16,9 @@
  *
  * Kinds: those of stores.ts (`connect-redis-resp3` is connect-redis on an RESP3 client).
  */
-import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
+import { mainThreadMicros } from './cpu-usage.js';
 import { killChildrenOnExit } from './processes.js';
 import { BenchRedis, freePort } from './redis-server.js';
 import { logIn, type ServerProcess, startServer } from './server-process.js';
@@ -32,13 +32,6 @@ const USAGE = `Usage: npm run bench:cpu -- [options]
   --scenarios <ids>      comma-separated: ${SCENARIOS.map((scenario) => scenario.id).join(', ')} (default all)
   --rounds <n>           measured rounds per kind and scenario (default 6)
   --requests <n>         requests per round (default 10000)`;
-
-/** CPU time of thread `pid` of process `pid` (its main thread), in microseconds. */
-const mainThreadMicros = (pid: number): number => {
-	const fields = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-	// utime and stime, fields 14 and 15 of stat(5), in clock ticks of 10 ms.
-	return (Number(fields[11]) + Number(fields[12])) * 10_000;
-};
 
 /** Sends `requests` requests of `scenario` to `server`, 16 at a time. */
 const load = (server: ServerProcess, scenario: Scenario, cookies: readonly string[], requests: number) =>

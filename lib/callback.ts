@@ -31,16 +31,5 @@ export const settle = <T>(operation: Promise<T>, callback?: Callback<T>): Promis
  * from Redis is already past the poll phase; the check phase of the same turn follows at
  * once.
  */
-export const settleInCheckPhase = <T>(operation: Promise<T>, callback?: Callback<T>): Promise<T | undefined> => {
-	if (!callback) return operation;
-	return operation.then(
-		(value) => {
-			setImmediate(callback, null, value);
-			return value;
-		},
-		(error: unknown) => {
-			setImmediate(callback, error);
-			return undefined;
-		},
-	);
-};
+export const settleInCheckPhase = <T>(operation: Promise<T>, callback?: Callback<T>): Promise<T | undefined> =>
+	settle(operation, callback && ((error, value) => setImmediate(callback, error, value)));

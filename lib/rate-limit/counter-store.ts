@@ -14,10 +14,8 @@ export interface Ticket {
 	/** The request and its response (none for a count made outside the middleware). */
 	readonly request: Request | undefined;
 	readonly response: Response | undefined;
-	/** The key it was counted under (once counted). */
+	/** Its key, once the key generator gave it (see `EngineCounterStore.expect`). */
 	key: string | undefined;
-	/** The key it waits under to be counted (see `EngineCounterStore.expect`). */
-	waitingUnder: string | undefined;
 	/** What the request uses of the limit before it runs. */
 	cost: number;
 	/** The limit in force of each window, in the order of `config.windows`. */
@@ -38,7 +36,6 @@ export const newTicket = (request?: Request, response?: Response): Ticket => ({
 	request,
 	response,
 	key: undefined,
-	waitingUnder: undefined,
 	cost: 1,
 	limits: [],
 	address: undefined,
@@ -121,7 +118,7 @@ export class EngineCounterStore implements CounterStore {
 	 * in which their keys were known, each by its own request.
 	 */
 	expect(key: string, ticket: Ticket): void {
-		ticket.waitingUnder = key;
+		ticket.key = key;
 		const queue = this.#waiting.get(key);
 		if (queue) queue.push(ticket);
 		else this.#waiting.set(key, [ticket]);
@@ -203,15 +200,13 @@ export class EngineCounterStore implements CounterStore {
 		this.#engine.close();
 	}
 
-	/** Takes `ticket` off its queue if it still waits there (its request was not counted). */
+	/** Takes `ticket` off the queue of its key if it still waits there (its request was not counted). */
 	withdraw(ticket: Ticket): void {
-		const key = ticket.waitingUnder;
-		const queue = key === undefined ? undefined : this.#waiting.get(key);
+		const queue = ticket.key === undefined ? undefined : this.#waiting.get(ticket.key);
 		const index = queue?.indexOf(ticket) ?? -1;
 		if (index === -1) return;
 		queue!.splice(index, 1);
-		if (queue!.length === 0) this.#waiting.delete(key!);
-		ticket.waitingUnder = undefined;
+		if (queue!.length === 0) this.#waiting.delete(ticket.key!);
 	}
 
 	/** The ticket waiting under `key`, taken off the queue. */
@@ -220,7 +215,6 @@ export class EngineCounterStore implements CounterStore {
 		if (!queue) return undefined;
 		const ticket = queue.shift();
 		if (queue.length === 0) this.#waiting.delete(key);
-		if (ticket) ticket.waitingUnder = undefined;
 		return ticket;
 	}
 

@@ -344,7 +344,7 @@ export const rateLimit = (options: RateLimitOptions): RateLimitRequestHandler =>
 		limiter(request, response, (error?: unknown) => {
 			// Not counted (skipped, failed, or express-rate-limit went on without counting): a
 			// ticket still waiting under its key would be taken by the next request with that key.
-			if (ticket.key === undefined) counts.withdraw(ticket);
+			if (ticket.admitted === undefined) counts.withdraw(ticket);
 			if (error !== undefined) return next(error);
 			if (ticket.admitted) {
 				observers.rateLimit('allowed');
