@@ -1,4 +1,5 @@
 import { createClient, ErrorReply } from 'redis';
+import { withDeadline } from './deadline.js';
 
 /**
  * The part of a node-redis client (`createClient`, `createCluster`, `createSentinel`;
@@ -149,4 +150,27 @@ export const connectInBackground = (client: RedisClient): void => {
 	// Failures are reported through the client's 'error' event and retried by its
 	// reconnect strategy; a rejected connect() here only means the client was closed.
 	(client.connect() as Promise<unknown>).catch(() => {});
+};
+
+/** A stalled connection keeps TCP open and answers nothing: drop it and connect anew (an open client only). */
+export const resetConnection = (client: RedisClient): void => {
+	if (!client.isOpen) return;
+	client.destroy();
+	connectInBackground(client);
+};
+
+/**
+ * Closes a client the store created: gracefully within `timeoutMs` when it is ready, else
+ * at once. Even a client that is not open may have a reconnection under way: `destroy()`
+ * stops it. Never rejects.
+ */
+export const closeOwnedClient = async (client: RedisClient, timeoutMs: number): Promise<void> => {
+	const destroy = () => {
+		try {
+			client.destroy();
+		} catch {}
+	};
+
+	if (client.isReady) await withDeadline(client.close() as Promise<void>, timeoutMs, 'close').catch(destroy);
+	else destroy();
 };

@@ -1,12 +1,15 @@
 import session, { type SessionData } from 'express-session';
 import memorystore from 'memorystore';
 import { capTtl, endsAtOf, withoutEndsAt } from './lifetime.js';
-import { type StoreConfig, ttlMs } from './options.js';
+import { renewalThresholdMs, type StoreConfig, ttlMs } from './options.js';
 import { TOMBSTONE } from './redis-sessions.js';
 
 const MemoryStore = memorystore(session);
 
 type Session = SessionData & { id: string };
+
+/** How long after a read renewed a session the touch that follows it is taken as the same request's. */
+const READ_RENEWAL_COVERS_MS = 1_000;
 
 /** What the store knows of a copy it keeps of a session in Redis. */
 export interface CopyInfo {
@@ -79,6 +82,24 @@ export class MemorySide {
 	/** What is known of the copy of `sid` in Redis, if one is held. */
 	info(sid: string): CopyInfo | undefined {
 		return this.#info.get(sid);
+	}
+
+	/**
+	 * Whether renewing `sid` to `ttl` ms from now moves the known expiry of its copy in
+	 * Redis far enough to be sent. Not when the read of the same request renewed it
+	 * already: express-session touches an unchanged session after reading it, and the read
+	 * did the touch's work. That read is the last one that renewed, less than a second ago:
+	 * a read with no touch after it (`store.get` from other code, `req.session.reload()`)
+	 * must not make a later request skip its renewal.
+	 */
+	renewalDue(sid: string, ttl: number): boolean {
+		const info = this.info(sid);
+		if (info?.renewedByReadAt !== undefined) {
+			this.describe(sid, { ...info, renewedByReadAt: undefined });
+			if (Date.now() - info.renewedByReadAt < READ_RENEWAL_COVERS_MS) return false;
+		}
+
+		return Date.now() + ttl - (info?.expiresAt ?? 0) >= renewalThresholdMs(this.#config, ttl);
 	}
 
 	/** Records what is known of the copy held of `sid` (nothing if none is held). */

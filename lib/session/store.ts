@@ -1,14 +1,12 @@
 import { RedisStore } from 'connect-redis';
 import { Store, type SessionData } from 'express-session';
 import { type Callback, settle, settleInCheckPhase } from '../callback.js';
-import { withDeadline } from '../redis/deadline.js';
 import { StoreClosedError } from '../errors.js';
 import { type Attempt, type Backend, Failover } from '../redis/failover.js';
 import { OnceLogger } from '../logger.js';
 import { MemorySide } from './memory-side.js';
 import {
 	guardSerializer,
-	renewalThresholdMs,
 	renewedTtlMs,
 	resolveStoreOptions,
 	type ResilientStoreOptions,
@@ -25,18 +23,9 @@ import { markLoaded, storedSessionId } from './request-session.js';
 import { capTtl, KnownEnds, withEndsAt } from './lifetime.js';
 import { parseSessionText } from './session-text.js';
 import { type DestroySessionsOfOptions, UserIndex, type UserSession } from './user-index.js';
-import {
-	connectInBackground,
-	createOwnedClient,
-	type RedisClient,
-} from '../redis/client.js';
+import { closeOwnedClient, createOwnedClient, type RedisClient, resetConnection } from '../redis/client.js';
 import { linkStore } from '../redis/link.js';
 import { createTracking } from '../redis/tracking.js';
-
-
-
-/** How long after a read renewed a session the touch that follows it is taken as the same request's. */
-const READ_RENEWAL_COVERS_MS = 1_000;
 
 /** A snapshot of the store's state, from {@link ResilientStore.stats}. */
 export interface StoreStats {
@@ -170,7 +159,8 @@ export class ResilientStore extends Store {
 			recoverAfterProbes: config.recoverAfterProbes,
 			minFallbackMs: config.minFallbackMs,
 			log: this.#log,
-			resetConnection: this.#ownsClient ? () => this.#resetConnection() : undefined,
+			// A stalled connection keeps TCP open and answers nothing: dropped, and made anew.
+			resetConnection: this.#ownsClient ? () => void (this.#closed || resetConnection(client)) : undefined,
 		});
 		nearCache.attach(this.#failover, this.#tracked);
 		linkStore(this, { failover: this.#failover, client });
@@ -345,20 +335,7 @@ export class ResilientStore extends Store {
 		this.#closed = true;
 		this.#failover?.close();
 		this.#memory.close();
-		const client = this.#client;
-		if (!this.#ownsClient || !client) return;
-		// Even a client that is not open may have a reconnection under way: destroy() stops it.
-		const destroy = () => {
-			try {
-				client.destroy();
-			} catch {}
-		};
-
-		if (client.isReady) {
-			await withDeadline(client.close() as Promise<void>, this.#config.timeoutMs, 'close').catch(destroy);
-		} else {
-			destroy();
-		}
+		if (this.#ownsClient && this.#client) await closeOwnedClient(this.#client, this.#config.timeoutMs);
 	}
 
 	async #get(sid: string): Promise<SessionData | null> {
@@ -477,7 +454,7 @@ export class ResilientStore extends Store {
 		if (this.#isDestroyed(sid)) return;
 		const ttl = capTtl(ttlMs(this.#config, session), this.#endsAt(sid, this.#memory.peek(sid)));
 		if (ttl <= 0) return;
-		if (this.#sessions && this.#failover!.backend === 'redis' && !this.#renewalDue(sid, ttl)) return;
+		if (this.#sessions && this.#failover!.backend === 'redis' && !this.#memory.renewalDue(sid, ttl)) return;
 		this.#memory.touch(sid, session);
 		if (this.#config.disableTouch || this.#config.disableTTL || !this.#sessions) return;
 		const generation = this.#nearCache.generation;
@@ -488,24 +465,6 @@ export class ResilientStore extends Store {
 			this.#memory.describe(sid, { expiresAt: Date.now() + ttl, generation });
 			this.#users.extended(sid, session, ttl);
 		}
-	}
-
-	/**
-	 * Whether renewing `sid` to `ttl` ms from now moves its known expiry far enough to be
-	 * sent. Not when the read of the same request renewed it already: express-session
-	 * touches an unchanged session after reading it, and the read did the touch's work.
-	 * That read is the last one that renewed, less than a second ago: a read with no touch
-	 * after it (`store.get` from other code, `req.session.reload()`) must not make a later
-	 * request skip its renewal.
-	 */
-	#renewalDue(sid: string, ttl: number): boolean {
-		const info = this.#memory.info(sid);
-		if (info?.renewedByReadAt !== undefined) {
-			this.#memory.describe(sid, { ...info, renewedByReadAt: undefined });
-			if (Date.now() - info.renewedByReadAt < READ_RENEWAL_COVERS_MS) return false;
-		}
-
-		return Date.now() + ttl - (info?.expiresAt ?? 0) >= renewalThresholdMs(this.#config, ttl);
 	}
 
 	async #destroy(sid: string): Promise<void> {
@@ -535,13 +494,5 @@ export class ResilientStore extends Store {
 
 	#assertOpen(method: string): void {
 		if (this.#closed) throw new StoreClosedError(method);
-	}
-
-	/** A stalled connection keeps TCP open and answers nothing: drop it and connect anew. */
-	#resetConnection(): void {
-		const client = this.#client!;
-		if (this.#closed || !client.isOpen) return;
-		client.destroy();
-		connectInBackground(client);
 	}
 }
