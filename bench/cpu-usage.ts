@@ -44,6 +44,9 @@ const readProcessStat = (pid: number): ProcessStat | undefined => {
 /** CPU time (user + system) of the main thread of process `pid` so far, in microseconds (Linux). */
 export const mainThreadMicros = (pid: number): number => readStat(`/proc/${pid}/task/${pid}/stat`).ticks * TICK_MICROS;
 
+/** CPU time (user + system) of process `pid` so far, all its threads, in microseconds (Linux). */
+export const processMicros = (pid: number): number => readStat(`/proc/${pid}/stat`).ticks * TICK_MICROS;
+
 /** A snapshot of the machine's CPU time, or `undefined` where /proc cannot tell. */
 export const sampleCpu = (): CpuSample | undefined => {
 	let machine: number;

@@ -92,6 +92,14 @@ export class BenchRedis {
 		await this.#server.kill();
 	}
 
+	/** CPU time (user + system) the server has used so far, in microseconds (`INFO cpu`). */
+	async cpuMicros(): Promise<number> {
+		this.#monitor ??= await connectClient(this.url);
+		const info = await this.#monitor.info('cpu');
+		const seconds = (field: string) => Number(new RegExp(`^${field}:([\\d.]+)`, 'm').exec(info)?.[1] ?? Number.NaN);
+		return Math.round((seconds('used_cpu_user') + seconds('used_cpu_sys')) * 1e6);
+	}
+
 	/** Calls per command so far. */
 	async commandStats(): Promise<CommandStats> {
 		this.#monitor ??= await connectClient(this.url);

@@ -18,7 +18,7 @@
  */
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
-import { mainThreadMicros } from './cpu-usage.js';
+import { mainThreadMicros, processMicros } from './cpu-usage.js';
 import { killChildrenOnExit } from './processes.js';
 import { BenchRedis, freePort } from './redis-server.js';
 import { logIn, type ServerProcess, startServer } from './server-process.js';
@@ -32,6 +32,11 @@ const USAGE = `Usage: npm run bench:cpu -- [options]
   --scenarios <ids>      comma-separated: ${SCENARIOS.map((scenario) => scenario.id).join(', ')} (default all)
   --rounds <n>           measured rounds per kind and scenario (default 6)
   --requests <n>         requests per round (default 10000)`;
+
+/** What is measured per request: the server's main thread, the whole server process, Redis. */
+const METERS = ['main', 'process', 'redis'] as const;
+type Meter = (typeof METERS)[number];
+const METER_TITLES: Record<Meter, string> = { main: 'main thread', process: 'server process', redis: 'redis-server' };
 
 /** Sends `requests` requests of `scenario` to `server`, 16 at a time. */
 const load = (server: ServerProcess, scenario: Scenario, cookies: readonly string[], requests: number) =>
@@ -91,24 +96,29 @@ const main = async (): Promise<void> => {
 			try {
 				const cookies = await Promise.all(servers.map((server) => logIn(server.port, 64)));
 				for (const [i, server] of servers.entries()) await load(server, scenario, cookies[i]!, 3_000);
-				const perRequest = servers.map((): number[] => []);
+				const perRequest = servers.map((): Record<Meter, number[]> => ({ main: [], process: [], redis: [] }));
 				for (let round = 0; round < rounds; round++) {
 					const order = servers.map((_, i) => i);
 					if (round % 2 === 1) order.reverse();
 					for (const i of order) {
-						const before = mainThreadMicros(servers[i]!.pid);
+						const { pid } = servers[i]!;
+						const before = { main: mainThreadMicros(pid), process: processMicros(pid), redis: await redis.cpuMicros() };
 						await load(servers[i]!, scenario, cookies[i]!, requests);
-						perRequest[i]!.push((mainThreadMicros(servers[i]!.pid) - before) / requests);
+						const after = { main: mainThreadMicros(pid), process: processMicros(pid), redis: await redis.cpuMicros() };
+						for (const meter of METERS) perRequest[i]![meter].push((after[meter] - before[meter]) / requests);
 					}
 				}
 
-				console.log(`\n${scenario.title} (${scenario.method} ${scenario.path})`);
+				console.log(`\n${scenario.title} (${scenario.method} ${scenario.path}), CPU µs per request`);
+				console.log(`  ${''.padEnd(34)} ${METERS.map((meter) => METER_TITLES[meter].padStart(22)).join('')}`);
 				for (const [i, kind] of kinds.entries()) {
-					const ratios = perRequest[i]!.map((micros, round) => micros / perRequest[0]![round]!);
-					console.log(
-						`  ${STORE_LABELS[kind as StoreKind].padEnd(34)} ${median(perRequest[i]!).toFixed(0).padStart(4)} µs/request` +
-							(i === 0 ? '' : `   × ${median(ratios).toFixed(2)} of ${kinds[0]} (rounds: ${ratios.map((r) => r.toFixed(2)).join(' ')})`),
-					);
+					const cells = METERS.map((meter) => {
+						const figure = median(perRequest[i]![meter]).toFixed(0).padStart(5);
+						if (i === 0) return figure.padStart(22);
+						const ratio = median(perRequest[i]![meter].map((micros, round) => micros / perRequest[0]![meter][round]!));
+						return `${figure} (× ${ratio.toFixed(2)})`.padStart(22);
+					});
+					console.log(`  ${STORE_LABELS[kind as StoreKind].padEnd(34)} ${cells.join('')}`);
 				}
 			} finally {
 				for (const server of servers) await server.stop();
