@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { type EventEmitter, once } from 'node:events';
+import type express from 'express';
 import request from 'supertest';
 import { ResilientStore, type ResilientStoreOptions, silentLogger } from '../lib/index.js';
 import { rateLimit, type RateLimitOptions } from '../lib/rate-limit/rate-limit.js';
@@ -556,6 +557,46 @@ describe('rateLimit() options', () => {
 		expect(logger.warnings).toHaveLength(2);
 		expect(logger.warnings[0]).toMatch(/share the prefix "rl:"/);
 		expect(logger.warnings[1]).toMatch(/ignores `ipv6Subnet` when `keyGenerator` is given/);
+	});
+
+	it.each([
+		['at once', <T>(value: T) => value],
+		['as a promise', <T>(value: T) => new Promise<T>((resolve) => setTimeout(resolve, 2, value))],
+	])('takes the answers of option functions given %s alike', async (_how, answer) => {
+		const store = await newStore();
+		const app = createLimitedApp(
+			store,
+			rateLimit({
+				store,
+				logger: silentLogger,
+				limit: () => answer(3),
+				cost: (req) => answer(Number(req.get('x-cost') ?? 1)),
+				addressLimit: () => answer(4),
+				identifier: () => answer('api'),
+				ipv6Subnet: () => answer(48),
+			}),
+		);
+		app.set('trust proxy', 'loopback');
+		app.use(((error, _req, res, _next) => res.status(500).json({ error: error.message })) as express.ErrorRequestHandler);
+		const { url, close } = await listen(app);
+		cleanups.push(close);
+		const { cookie, id } = await login(url);
+		const pk = partitionKey(`sid:${id}`);
+
+		const first = await callApi(url, cookie).set('x-cost', '2').expect(200);
+		expect(first.headers['ratelimit-policy']).toBe(`"api"; q=3; w=60; pk=:${pk}:`);
+		expect(first.headers.ratelimit).toMatch(/^"api"; r=1; t=(59|60)$/);
+		await callApi(url, cookie).expect(200);
+		expect((await callApi(url, cookie).expect(429)).headers.ratelimit).toMatch(/^"api"; r=0; t=(59|60)$/);
+		expect(await redisCount(`rl:sid:${id}`)).toBe(3);
+		// The address's ceiling (4) counted the session's 3 and refused nothing.
+		expect(await redisCount('rl:addr:127.0.0.1')).toBe(3);
+
+		const fromV6 = await callApi(url).set('X-Forwarded-For', '2001:db8:abcd:1200::1').expect(200);
+		expect(fromV6.body.key).toBe('ip:2001:db8:abcd::/48');
+		// A bad answer fails the request with a TypeError naming the option, whichever way it came.
+		const bad = await callApi(url, cookie).set('x-cost', 'many').expect(500);
+		expect(bad.body.error).toMatch(/`cost` must return a finite number of at least 0; got NaN/);
 	});
 
 	it('counts in memory on a store without Redis, holding at most maxMemoryKeys clients', async () => {

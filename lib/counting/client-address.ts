@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { isIP, isIPv6 } from 'node:net';
 import { ipKeyGenerator } from 'express-rate-limit';
+import { type MaybePromise, whenKnown } from '../maybe-async.js';
 
 /** A short, fixed-length digest of `text` (22 base64url characters of its SHA-256). */
 export const shortDigest = (text: string): string => createHash('sha256').update(text).digest('base64url').slice(0, 22);
@@ -18,13 +19,15 @@ export const addressKey = (address: string | undefined, ipv6Subnet: number | fal
 /**
  * The key the client of `req` is counted under: {@link addressKey} of Express's `req.ip`
  * (which follows the `trust proxy` setting), or of the socket's address without Express.
- * `ipv6Subnet` may be a function, asked only for an IPv6 client.
+ * `ipv6Subnet` may be a function, asked only for an IPv6 client: only then may the key
+ * come as a promise.
  */
-export const requestAddressKey = async (
+export const requestAddressKey = (
 	req: IncomingMessage & { readonly ip?: string },
 	ipv6Subnet: number | false | (() => number | Promise<number>),
-): Promise<string> => {
+): MaybePromise<string> => {
 	const address = req.ip ?? req.socket?.remoteAddress;
 	if (typeof ipv6Subnet !== 'function') return addressKey(address, ipv6Subnet);
-	return addressKey(address, address && isIPv6(address) ? await ipv6Subnet() : false);
+	if (!address || !isIPv6(address)) return addressKey(address, false);
+	return whenKnown(ipv6Subnet(), (subnet) => addressKey(address, subnet));
 };

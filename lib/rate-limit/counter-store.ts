@@ -6,6 +6,7 @@ import type {
 } from 'express-rate-limit';
 import type { Request, Response } from 'express';
 import { CountingEngine } from '../counting/engine.js';
+import { isPromiseLike, type MaybePromise } from '../maybe-async.js';
 import type { RateLimitConfig } from './options.js';
 import { type Counter, type Counters, fits, type WindowCount, type WindowSet, windowSet } from './window-set.js';
 
@@ -30,6 +31,8 @@ export interface Ticket {
 	admitted: boolean | undefined;
 	/** The cost the request took, to give back when express-rate-limit takes it back. */
 	taken: number;
+	/** The draft-8 header values set for the request, to replace them after a charge. */
+	draft8: { readonly policies: readonly string[]; readonly limit: string } | undefined;
 }
 
 export const newTicket = (request?: Request, response?: Response): Ticket => ({
@@ -43,6 +46,7 @@ export const newTicket = (request?: Request, response?: Response): Ticket => ({
 	counts: [],
 	admitted: undefined,
 	taken: 0,
+	draft8: undefined,
 });
 
 /** express-rate-limit's answer for a request that is let through, and one that is refused (its `limit` is 1). */
@@ -76,10 +80,10 @@ export class EngineCounterStore implements CounterStore {
 	readonly #engine: CountingEngine;
 	readonly #set: WindowSet;
 	readonly #config: RateLimitConfig;
-	readonly #prepare: (ticket: Ticket) => Promise<void>;
+	readonly #prepare: (ticket: Ticket) => MaybePromise<void>;
 
 	/** `prepare`: sets a request's cost and limits on its ticket, before it is counted. */
-	constructor(config: RateLimitConfig, prepare: (ticket: Ticket) => Promise<void>) {
+	constructor(config: RateLimitConfig, prepare: (ticket: Ticket) => MaybePromise<void>) {
 		this.#prepare = prepare;
 		const { store, prefix, maxMemoryKeys } = config;
 		this.prefix = prefix;
@@ -130,7 +134,11 @@ export class EngineCounterStore implements CounterStore {
 		// express-rate-limit as given (its checks read it), and only counted requests are
 		// weighed. A cost function that throws fails the request (express-rate-limit
 		// passes a store's error to `next`).
-		if (ticket.request && ticket.response) await this.#prepare(ticket);
+		if (ticket.request && ticket.response) {
+			const prepared = this.#prepare(ticket);
+			if (isPromiseLike(prepared)) await prepared;
+		}
+
 		ticket.key = key;
 		ticket.counters = this.#countersOf(key, ticket);
 		const { cost, counters } = ticket;

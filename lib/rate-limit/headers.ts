@@ -3,6 +3,7 @@ import type { Request, Response } from 'express';
 import type { ValueDeterminingMiddleware } from 'express-rate-limit';
 import type { RateLimitConfig, WindowConfig } from './options.js';
 import { closestWindow, type Shown, type Ticket } from './counter-store.js';
+import { allKnown, type MaybePromise, whenKnown } from '../maybe-async.js';
 
 /** What `req.rateLimit.charge(amount)` resolves with. */
 export interface ChargeResult {
@@ -66,7 +67,7 @@ const secondsUntil = (at: number): number => Math.max(0, Math.ceil((at - Date.no
 /** A draft-8 name is a quoted string: its quotes and backslashes escaped. */
 const quoted = (name: string): string => `"${name.replace(/[\\"]/g, '\\$&')}"`;
 
-const nameOf = async (window: WindowConfig, limit: number, request: Request, response: Response): Promise<string> => {
+const nameOf = (window: WindowConfig, limit: number, request: Request, response: Response): MaybePromise<string> => {
 	const { identifier } = window;
 	if (identifier === undefined) return defaultName(limit, window.windowMs);
 	return typeof identifier === 'function' ? (identifier as ValueDeterminingMiddleware<string>)(request, response) : identifier;
@@ -81,14 +82,14 @@ const nameOf = async (window: WindowConfig, limit: number, request: Request, res
  * the closest one. Draft-8 quotas are integers: a fractional limit or remaining is
  * rounded down. The same formats as express-rate-limit's otherwise.
  */
-export const setHeaders = async (
+export const setHeaders = (
 	request: Request,
 	response: Response,
 	config: RateLimitConfig,
 	ticket: Ticket,
 	key: string,
 	shown: Shown,
-): Promise<void> => {
+): MaybePromise<void> => {
 	if (response.headersSent) return;
 	const { windows, standardHeaders } = config;
 	const window = windows[shown.window]!;
@@ -112,36 +113,42 @@ export const setHeaders = async (
 		response.setHeader('RateLimit-Policy', `${whole};w=${windowSeconds}`);
 		response.setHeader('RateLimit', `limit=${whole}, remaining=${left}, reset=${reset}`);
 	} else if (standardHeaders === 'draft-8') {
-		const pk = partitionKey(key);
-		const names = await Promise.all(windows.map((each, i) => nameOf(each, ticket.limits[i]!, request, response)));
-		if (response.headersSent) return;
-		const policies = windows.map(
-			(each, i) =>
-				`${quoted(names[i]!)}; q=${Math.floor(ticket.limits[i]!)}; w=${Math.ceil(each.windowMs / 1000)}; pk=:${pk}:`,
-		);
-		const limit = `${quoted(names[shown.window]!)}; r=${left}; t=${reset}`;
-		// Set again after a charge: this limit's values replace its earlier ones, and
-		// those of other limits on the same response stay.
-		const written = draft8Written.get(response) ?? new Map<RateLimitConfig, Draft8Values>();
-		const earlier = written.get(config);
-		if (earlier) {
-			withoutValues(response, 'RateLimit-Policy', earlier.policies);
-			withoutValues(response, 'RateLimit', [earlier.limit]);
-		}
-
-		response.append('RateLimit-Policy', policies);
-		response.append('RateLimit', limit);
-		draft8Written.set(response, written.set(config, { policies, limit }));
+		const names = allKnown(windows.map((each, i) => nameOf(each, ticket.limits[i]!, request, response)));
+		return whenKnown(names, (known) => setDraft8(response, config, ticket, key, shown, known));
 	}
 };
 
-interface Draft8Values {
-	readonly policies: string[];
-	readonly limit: string;
-}
+/** The draft-8 headers of {@link setHeaders}, once the windows' names are known. */
+const setDraft8 = (
+	response: Response,
+	config: RateLimitConfig,
+	ticket: Ticket,
+	key: string,
+	shown: Shown,
+	names: readonly string[],
+): void => {
+	if (response.headersSent) return;
+	const { windows } = config;
+	const left = Math.floor(shown.remaining);
+	const reset = secondsUntil(shown.resetAt);
+	const pk = partitionKey(key);
+	const policies = windows.map(
+		(each, i) =>
+			`${quoted(names[i]!)}; q=${Math.floor(ticket.limits[i]!)}; w=${Math.ceil(each.windowMs / 1000)}; pk=:${pk}:`,
+	);
+	const limit = `${quoted(names[shown.window]!)}; r=${left}; t=${reset}`;
+	// Set again after a charge: this limit's values replace its earlier ones, and
+	// those of other limits on the same response stay.
+	const earlier = ticket.draft8;
+	if (earlier) {
+		withoutValues(response, 'RateLimit-Policy', earlier.policies);
+		withoutValues(response, 'RateLimit', [earlier.limit]);
+	}
 
-/** The draft-8 values each limit wrote on each response, to replace them after a charge. */
-const draft8Written = new WeakMap<Response, Map<RateLimitConfig, Draft8Values>>();
+	response.append('RateLimit-Policy', policies);
+	response.append('RateLimit', limit);
+	ticket.draft8 = { policies, limit };
+};
 
 /** Removes `values` from the header `name` of `response`, keeping any other. */
 const withoutValues = (response: Response, name: string, values: readonly string[]): void => {
@@ -189,7 +196,7 @@ export const budgetInfo = (
 	key: string,
 	shown: Shown,
 	charger: (ticket: Ticket, amount: number) => Promise<void>,
-	charged: (shown: Shown) => Promise<void>,
+	charged: (shown: Shown) => MaybePromise<void>,
 ): BudgetInfo => {
 	const info = { key } as BudgetInfo;
 	show(info, shown);

@@ -13,6 +13,7 @@ import { requestAddressKey } from '../counting/client-address.js';
 import { storedSessionId } from '../session/request-session.js';
 import type { ResilientStore } from '../session/store.js';
 import { describe } from '../options/checks.js';
+import { allKnown, isPromiseLike, type MaybePromise, whenKnown } from '../maybe-async.js';
 import {
 	ADDRESS_LIMIT_PER_LIMIT,
 	type RateLimitConfig,
@@ -94,7 +95,7 @@ const checkClientIp = (request: Request, config: RateLimitConfig, log: OnceLogge
  */
 const sessionOrIpKey =
 	(config: RateLimitConfig, log: OnceLogger): ValueDeterminingMiddleware<string> =>
-	async (request, response) => {
+	(request, response) => {
 		if (!request.session) {
 			log.error(
 				'no-session',
@@ -112,11 +113,11 @@ const sessionOrIpKey =
 		const sid = storedSessionId(request);
 		if (sid !== undefined) return `sid:${sid}`;
 		checkClientIp(request, config, log);
-		return `ip:${await clientAddress(config, request, response)}`;
+		return whenKnown(clientAddress(config, request, response), (address) => `ip:${address}`);
 	};
 
 /** The key of the request's client address (its IPv6 subnet of `ipv6Subnet`). */
-const clientAddress = (config: RateLimitConfig, request: Request, response: Response): Promise<string> => {
+const clientAddress = (config: RateLimitConfig, request: Request, response: Response): MaybePromise<string> => {
 	const { ipv6Subnet } = config;
 	return requestAddressKey(request, typeof ipv6Subnet === 'function' ? () => ipv6Subnet(request, response) : ipv6Subnet);
 };
@@ -125,28 +126,30 @@ const clientAddress = (config: RateLimitConfig, request: Request, response: Resp
  * The request's address and its ceiling in each window (`addressLimit`, by default
  * {@link ADDRESS_LIMIT_PER_LIMIT} times the window's limit in force), with the default key.
  */
-const addressOf = async (config: RateLimitConfig, limits: readonly number[], request: Request, response: Response) => {
-	const ceilings = await Promise.all(
+const addressOf = (
+	config: RateLimitConfig,
+	limits: readonly number[],
+	request: Request,
+	response: Response,
+): MaybePromise<NonNullable<Ticket['address']>> => {
+	const ceilings = allKnown(
 		config.windows.map((window, i) =>
 			window.addressLimit === undefined
 				? limits[i]! * ADDRESS_LIMIT_PER_LIMIT
 				: valueOf(window.addressLimit, request, response),
 		),
 	);
-	return { key: await clientAddress(config, request, response), ceilings };
+	return whenKnown(ceilings, (known) => whenKnown(clientAddress(config, request, response), (key) => ({ key, ceilings: known })));
 };
 
 // ---------------------------------------------------------------------------------------
 // Middleware
 
-const valueOf = <T>(value: T | ValueDeterminingMiddleware<T>, request: Request, response: Response) =>
+const valueOf = <T>(value: T | ValueDeterminingMiddleware<T>, request: Request, response: Response): MaybePromise<T> =>
 	typeof value === 'function' ? (value as ValueDeterminingMiddleware<T>)(request, response) : value;
 
-/** The cost of a request, checked: a function's answer is only known per request. */
-const costOf = async (config: RateLimitConfig, request: Request, response: Response): Promise<number> => {
-	const { cost } = config;
-	if (typeof cost === 'number') return cost;
-	const value = await cost(request, response);
+/** `value`, checked: a function's answer is only known per request. */
+const checkedCost = (value: unknown): number => {
 	if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
 		throw new TypeError(`resilient-session: rateLimit() \`cost\` must return a finite number of at least 0; got ${describe(value)}`);
 	}
@@ -154,21 +157,35 @@ const costOf = async (config: RateLimitConfig, request: Request, response: Respo
 	return value;
 };
 
+/** The cost of a request, checked. */
+const costOf = (config: RateLimitConfig, request: Request, response: Response): MaybePromise<number> => {
+	const { cost } = config;
+	return typeof cost === 'number' ? cost : whenKnown(cost(request, response), checkedCost);
+};
+
+const checkedLimit = (limit: unknown): number => {
+	if (typeof limit !== 'number' || !Number.isFinite(limit) || limit < 0) {
+		throw new TypeError(`resilient-session: rateLimit() \`limit\` must be a finite number of at least 0; got ${describe(limit)}`);
+	}
+
+	return limit;
+};
+
 /**
  * The limits in force of each window: `limitDuringOutage` while the store's failover is
  * on memory. Read before the count, so a request counted at the very moment the store
  * switches may be judged by the other limit.
  */
-const limitsOf = (config: RateLimitConfig, counts: EngineCounterStore, request: Request, response: Response) =>
-	Promise.all(
-		config.windows.map(async (window) => {
-			const limit = await valueOf(counts.inOutage ? window.limitDuringOutage : window.limit, request, response);
-			if (typeof limit !== 'number' || !Number.isFinite(limit) || limit < 0) {
-				throw new TypeError(`resilient-session: rateLimit() \`limit\` must be a finite number of at least 0; got ${describe(limit)}`);
-			}
-
-			return limit;
-		}),
+const limitsOf = (
+	config: RateLimitConfig,
+	counts: EngineCounterStore,
+	request: Request,
+	response: Response,
+): MaybePromise<number[]> =>
+	allKnown(
+		config.windows.map((window) =>
+			whenKnown(valueOf(counts.inOutage ? window.limitDuringOutage : window.limit, request, response), checkedLimit),
+		),
 	);
 
 /** express-rate-limit logs `(error, message?)`; the package's loggers take `(message, ...details)`. */
@@ -181,21 +198,39 @@ const asExpressRateLimitLogger = (logger: Logger): ExpressRateLimitOptions['logg
 };
 
 /**
+ * Each request's ticket of one limit, from the middleware's start to its response: on the
+ * request itself, under a symbol of the limit's own (two limits on one route each have
+ * theirs), rather than in a WeakMap keyed by requests, whose entries the garbage collector
+ * handles at a cost that showed in the rate-limited benchmark.
+ */
+class Tickets {
+	readonly #symbol = Symbol('resilient-session rateLimit() ticket');
+
+	give(request: Request, ticket: Ticket): void {
+		(request as unknown as Record<symbol, Ticket>)[this.#symbol] = ticket;
+	}
+
+	of(request: Request): Ticket | undefined {
+		return (request as unknown as Record<symbol, Ticket | undefined>)[this.#symbol];
+	}
+}
+
+/**
  * The key generator given to express-rate-limit: `keyOf`, which also hands the request's
  * ticket to the counter store under the key, for the `increment` that follows (see
  * `EngineCounterStore.expect`).
  */
 const handingOverTickets = (
 	keyOf: ValueDeterminingMiddleware<string>,
-	tickets: WeakMap<Request, Ticket>,
+	tickets: Tickets,
 	counts: EngineCounterStore,
 ): ValueDeterminingMiddleware<string> => {
-	const keyGenerator = async (request: Request, response: Response): Promise<string> => {
-		const key = await keyOf(request, response);
-		const ticket = tickets.get(request);
-		if (ticket) counts.expect(key, ticket);
-		return key;
-	};
+	const keyGenerator = (request: Request, response: Response): MaybePromise<string> =>
+		whenKnown(keyOf(request, response), (key) => {
+			const ticket = tickets.of(request);
+			if (ticket) counts.expect(key, ticket);
+			return key;
+		});
 	// express-rate-limit checks a custom key generator's source for an unsafe use of
 	// `req.ip` (ERR_ERL_KEY_GEN_IPV6): it must read the caller's, not this wrapper's.
 	keyGenerator.toString = () => keyOf.toString();
@@ -278,21 +313,27 @@ export const rateLimit = (options: RateLimitOptions): RateLimitRequestHandler =>
 	}
 
 	// The request's cost and limits go on its ticket right before express-rate-limit counts it.
-	const prepare = async (ticket: Ticket) => {
+	const prepare = (ticket: Ticket): MaybePromise<void> => {
 		const { request, response } = ticket as { request: Request; response: Response };
-		ticket.cost = await costOf(config, request, response);
-		ticket.limits = await limitsOf(config, counts, request, response);
-		if (!config.keyGenerator) ticket.address = await addressOf(config, ticket.limits, request, response);
+		return whenKnown(costOf(config, request, response), (cost) => {
+			ticket.cost = cost;
+			return whenKnown(limitsOf(config, counts, request, response), (limits) => {
+				ticket.limits = limits;
+				if (config.keyGenerator) return;
+				return whenKnown(addressOf(config, limits, request, response), (address) => {
+					ticket.address = address;
+				});
+			});
+		});
 	};
 
 	const counts = new EngineCounterStore(config, prepare);
-	/** Each request's ticket, from the middleware's start to its response. */
-	const tickets = new WeakMap<Request, Ticket>();
+	const tickets = new Tickets();
 	const observers = observersOf(config.store);
 
 	/** `req.rateLimit` and the headers, once the request was counted; the shown window for a refused one. */
-	const describeRequest = async (request: Request, response: Response): Promise<Shown | undefined> => {
-		const ticket = tickets.get(request);
+	const describeRequest = (request: Request, response: Response): MaybePromise<Shown | undefined> => {
+		const ticket = tickets.of(request);
 		if (!ticket) return undefined;
 		const { key } = ticket;
 		if (ticket.admitted === undefined || key === undefined) return undefined;
@@ -305,8 +346,7 @@ export const rateLimit = (options: RateLimitOptions): RateLimitRequestHandler =>
 			(now) => setHeaders(request, response, config, ticket, key, now),
 		);
 		(request as unknown as Record<string, BudgetInfo>)[config.requestPropertyName] = info;
-		await setHeaders(request, response, config, ticket, key, shown);
-		return shown;
+		return whenKnown(setHeaders(request, response, config, ticket, key, shown), () => shown);
 	};
 
 	const limiter = expressRateLimit({
@@ -338,7 +378,7 @@ export const rateLimit = (options: RateLimitOptions): RateLimitRequestHandler =>
 
 	const middleware = (request: Request, response: Response, next: NextFunction) => {
 		const ticket = newTicket(request, response);
-		tickets.set(request, ticket);
+		tickets.give(request, ticket);
 		// Watched from the start, as express-rate-limit does: a client may go away before its count.
 		const ended = config.skipFailedRequests || config.skipSuccessfulRequests ? responseEnd(response) : undefined;
 		limiter(request, response, (error?: unknown) => {
@@ -351,7 +391,15 @@ export const rateLimit = (options: RateLimitOptions): RateLimitRequestHandler =>
 				if (ended) takeBackWhenSkipped(config, counts, ticket, ended);
 			}
 
-			describeRequest(request, response).then(() => next(), next);
+			let described;
+			try {
+				described = describeRequest(request, response);
+			} catch (describeError) {
+				return next(describeError);
+			}
+
+			if (isPromiseLike(described)) described.then(() => next(), next);
+			else next();
 		});
 	};
 
