@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-	{ ignores: ['dist/', 'coverage/', 'bench/results/'] },
+	{ ignores: ['dist/', 'coverage/', 'bench/results/', '.bench-revisions/'] },
 	js.configs.recommended,
 	...tseslint.configs.recommended,
 	{

@@ -55,10 +55,16 @@ export const killChildrenOnExit = (): void => {
  * Runs `bench/<file>` under tsx in a child Node process with an IPC channel.
  * `nodeFlags` go before the script (e.g. `--expose-gc`).
  */
-export const spawnScript = (file: string, args: string[] = [], nodeFlags: string[] = []): ChildProcess =>
+export const spawnScript = (
+	file: string,
+	args: string[] = [],
+	nodeFlags: string[] = [],
+	env: NodeJS.ProcessEnv = process.env,
+): ChildProcess =>
 	track(
 		spawn(process.execPath, [...nodeFlags, '--import', 'tsx', path.join(ROOT, 'bench', file), ...args], {
 			cwd: ROOT,
+			env,
 			stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
 		}),
 	);

@@ -13,10 +13,11 @@ import { pathToFileURL } from 'node:url';
 import type { RequestHandler } from 'express';
 import { rateLimit as expressRateLimit } from 'express-rate-limit';
 import { RedisStore as RateLimitRedisStore } from 'rate-limit-redis';
-import { ROOT } from './processes.js';
+import { libraryRoot } from './revisions.js';
 import type { BuiltStore } from './stores.js';
 
-export const RATE_LIMIT_MODULE = path.join(ROOT, 'lib', 'rate-limit', 'rate-limit.ts');
+/** In the package the server under test loads (see revisions.ts). */
+export const RATE_LIMIT_MODULE = path.join(libraryRoot(), 'lib', 'rate-limit', 'rate-limit.ts');
 
 export const WINDOW_MS = 60_000;
 

@@ -1,18 +1,28 @@
 /**
- * `npm run bench:cpu`: the server's CPU per request, store against store.
+ * `npm run bench:cpu`: what a request costs, store against store.
  *
- * On loopback the server under test is the bottleneck: its main thread runs at 100 % of
- * a core, so its requests/s is one second over the main thread's CPU time per request.
- * That time is measured here directly, from the thread's own counters in
+ * On loopback the server under test is the bottleneck: its main thread runs near 100 % of
+ * a core, so its requests/s is about one second over the main thread's CPU time per
+ * request. That time is measured here directly, from the thread's own counters in
  * `/proc/<pid>/task/<pid>/stat` (Linux), which other processes on the machine do not
- * move the way they move requests/s. Each kind runs in a server process of its own
- * (`server.ts`, 64 logged-in sessions); per scenario, a warm-up per server, then rounds
- * of a fixed number of requests (autocannon, 16 connections), the servers' order
- * alternating from round to round. Reported per kind: the median over the rounds of the
- * main thread's CPU µs per request, and its ratio to the first kind's in the same round.
+ * move the way they move requests/s; beside it, the whole server process's (the garbage
+ * collector's threads too), Redis's (`INFO cpu`: a script costs it more than a plain
+ * command) and the requests/s of the round.
+ *
+ * Each kind runs in `--processes` server processes of its own (`server.ts`, 64 logged-in
+ * sessions): two processes of the same code differ by up to ±8 % in requests/s on a
+ * small VM, so more than one per kind keeps that spread out of the ratios. Per scenario,
+ * a warm-up per server, then rounds of a fixed number of requests (autocannon, 16
+ * connections) to every process, the kinds' order alternating from round to round.
+ * Reported per kind: the median over the rounds of each figure (the mean over its
+ * processes), and its ratio to the first kind's in the same round.
+ *
+ * A ResilientStore kind may name a git revision, to compare the working tree with an
+ * earlier commit in the same run (revisions.ts):
  *
  *   npm run bench:cpu
  *   npm run bench:cpu -- --kinds connect-redis,connect-redis-resp3,resilient --scenarios write --rounds 8
+ *   npm run bench:cpu -- --kinds resilient@HEAD~1,resilient --processes 3
  *
  * Kinds: those of stores.ts (`connect-redis-resp3` is connect-redis on an RESP3 client).
  */
@@ -23,30 +33,47 @@ import { killChildrenOnExit } from './processes.js';
 import { BenchRedis, freePort } from './redis-server.js';
 import { logIn, type ServerProcess, startServer } from './server-process.js';
 import { median } from './stats.js';
+import { commitOf, exportRevision, parseKindAtRevision } from './revisions.js';
 import { isStoreKind, STORE_LABELS, type StoreKind } from './stores.js';
 import { SCENARIOS, type Scenario } from './throughput.js';
 
 const USAGE = `Usage: npm run bench:cpu -- [options]
 
-  --kinds <kinds>        comma-separated store kinds, the first the baseline (default connect-redis,resilient)
+  --kinds <kinds>        comma-separated store kinds, the first the baseline (default connect-redis,resilient);
+                         a ResilientStore kind at a git revision as resilient@<rev> (resilient@HEAD~1)
   --scenarios <ids>      comma-separated: ${SCENARIOS.map((scenario) => scenario.id).join(', ')} (default all)
   --rounds <n>           measured rounds per kind and scenario (default 6)
-  --requests <n>         requests per round (default 10000)`;
+  --requests <n>         requests per round and server process (default 10000)
+  --processes <n>        server processes per kind (default 1)`;
 
-/** What is measured per request: the server's main thread, the whole server process, Redis. */
-const METERS = ['main', 'process', 'redis'] as const;
+/**
+ * What is measured: CPU µs per request of the server's main thread, of the whole server
+ * process and of Redis; and requests/s.
+ */
+const CPU_METERS = ['main', 'process', 'redis'] as const;
+const METERS = [...CPU_METERS, 'rate'] as const;
 type Meter = (typeof METERS)[number];
-const METER_TITLES: Record<Meter, string> = { main: 'main thread', process: 'server process', redis: 'redis-server' };
+const METER_TITLES: Record<Meter, string> = {
+	main: 'main thread µs/req',
+	process: 'process µs/req',
+	redis: 'redis-server µs/req',
+	rate: 'requests/s',
+};
 
-/** Sends `requests` requests of `scenario` to `server`, 16 at a time. */
+/**
+ * Sends `requests` requests of `scenario` to `server`, 16 at a time; resolves with the
+ * requests/s between the first response and the last (autocannon's own duration of a
+ * run of a fixed number of requests is whole seconds, and counts its start-up).
+ */
 const load = (server: ServerProcess, scenario: Scenario, cookies: readonly string[], requests: number) =>
-	new Promise<void>((resolve, reject) => {
+	new Promise<number>((resolve, reject) => {
 		let next = 0;
 		const setupRequest = (request: autocannon.Request): autocannon.Request => ({
 			...request,
 			headers: { ...request.headers, cookie: cookies[next++ % cookies.length]! },
 		});
-		autocannon(
+		let [first, last, responses] = [0, 0, 0];
+		const instance = autocannon(
 			{
 				url: `http://127.0.0.1:${server.port}`,
 				connections: 16,
@@ -56,10 +83,31 @@ const load = (server: ServerProcess, scenario: Scenario, cookies: readonly strin
 			(error: unknown, result: autocannon.Result) => {
 				if (error) return reject(error);
 				if (result.non2xx > 0) return reject(new Error(`${server.kind}: ${result.non2xx} non-2xx answers to ${scenario.path}`));
-				resolve();
+				resolve(((responses - 1) * 1000) / (last - first));
 			},
 		);
+		instance.on('response', () => {
+			last = performance.now();
+			if (responses++ === 0) first = last;
+		});
 	});
+
+/** A kind to measure: a store kind of stores.ts, ResilientStore's optionally at a git revision. */
+interface Measured {
+	readonly kind: StoreKind;
+	readonly label: string;
+	/** The folder holding the revision's lib/ (revisions.ts); none for the working tree. */
+	readonly libraryRoot?: string;
+}
+
+const measuredKind = (spec: string): Measured => {
+	const { kind, revision } = parseKindAtRevision(spec);
+	if (!isStoreKind(kind)) throw new Error(`unknown store kind ${JSON.stringify(kind)}\n\n${USAGE}`);
+	if (revision === undefined) return { kind, label: STORE_LABELS[kind] };
+	if (!kind.startsWith('resilient')) throw new Error(`only ResilientStore kinds take a revision: ${spec}\n\n${USAGE}`);
+	const commit = commitOf(revision);
+	return { kind, label: `${STORE_LABELS[kind]} at ${revision} (${commit.slice(0, 7)})`, libraryRoot: exportRevision(commit) };
+};
 
 const main = async (): Promise<void> => {
 	const { values } = parseArgs({
@@ -68,60 +116,77 @@ const main = async (): Promise<void> => {
 			scenarios: { type: 'string' },
 			rounds: { type: 'string', default: '6' },
 			requests: { type: 'string', default: '10000' },
+			processes: { type: 'string', default: '1' },
 			help: { type: 'boolean', default: false },
 		},
 	});
 	if (values.help) return console.log(USAGE);
 	if (process.platform !== 'linux') throw new Error('bench:cpu reads /proc: it runs on Linux only');
-	const kinds = values.kinds.split(',').map((kind) => kind.trim());
-	const unknown = kinds.filter((kind) => !isStoreKind(kind));
-	if (unknown.length > 0 || kinds.length === 0) throw new Error(`unknown store kind(s) ${unknown.join(', ')}\n\n${USAGE}`);
+	const measured = values.kinds.split(',').map((spec) => measuredKind(spec.trim()));
 	const ids = values.scenarios?.split(',').map((id) => id.trim());
 	const scenarios = ids ? SCENARIOS.filter((scenario) => ids.includes(scenario.id)) : SCENARIOS;
 	if (ids && scenarios.length !== ids.length) throw new Error(`unknown scenario in ${values.scenarios}\n\n${USAGE}`);
-	const rounds = Number(values.rounds);
-	const requests = Number(values.requests);
-	if (!(rounds > 0) || !(requests > 0)) throw new Error(`--rounds and --requests take positive numbers\n\n${USAGE}`);
+	const [rounds, requests, processes] = [values.rounds, values.requests, values.processes].map(Number) as [number, number, number];
+	if (![rounds, requests, processes].every((n) => Number.isInteger(n) && n > 0)) {
+		throw new Error(`--rounds, --requests and --processes take whole numbers above 0\n\n${USAGE}`);
+	}
 
 	killChildrenOnExit();
 	const redis = await BenchRedis.start();
 	const urls = { redisUrl: redis.url, downUrl: `redis://127.0.0.1:${await freePort()}` };
-	console.log(`server CPU per request (main thread), ${rounds} rounds of ${requests} requests, ${new Date().toISOString()}`);
+	console.log(
+		`server CPU and requests/s per request kind, ${rounds} rounds of ${requests} requests, ` +
+			`${processes} server process(es) per store, ${new Date().toISOString()}`,
+	);
 	try {
 		for (const scenario of scenarios) {
 			// Fresh servers per scenario: what one scenario leaves in a process (a rate
 			// limit's state, say) does not weigh on the next.
-			const servers: ServerProcess[] = [];
-			for (const kind of kinds as StoreKind[]) servers.push(await startServer(kind, urls));
+			const servers: ServerProcess[][] = [];
+			for (const { kind, libraryRoot } of measured) {
+				const pool: ServerProcess[] = [];
+				for (let i = 0; i < processes; i++) pool.push(await startServer(kind, urls, libraryRoot));
+				servers.push(pool);
+			}
+
 			try {
-				const cookies = await Promise.all(servers.map((server) => logIn(server.port, 64)));
-				for (const [i, server] of servers.entries()) await load(server, scenario, cookies[i]!, 3_000);
-				const perRequest = servers.map((): Record<Meter, number[]> => ({ main: [], process: [], redis: [] }));
+				const cookies = new Map<ServerProcess, string[]>();
+				for (const server of servers.flat()) cookies.set(server, await logIn(server.port, 64));
+				for (const server of servers.flat()) await load(server, scenario, cookies.get(server)!, 3_000);
+				// Per kind and round: the mean over the kind's processes of each meter per request.
+				const perRound = servers.map((): Record<Meter, number[]> => ({ main: [], process: [], redis: [], rate: [] }));
 				for (let round = 0; round < rounds; round++) {
 					const order = servers.map((_, i) => i);
 					if (round % 2 === 1) order.reverse();
-					for (const i of order) {
-						const { pid } = servers[i]!;
-						const before = { main: mainThreadMicros(pid), process: processMicros(pid), redis: await redis.cpuMicros() };
-						await load(servers[i]!, scenario, cookies[i]!, requests);
-						const after = { main: mainThreadMicros(pid), process: processMicros(pid), redis: await redis.cpuMicros() };
-						for (const meter of METERS) perRequest[i]![meter].push((after[meter] - before[meter]) / requests);
+					const sums = servers.map((): Record<Meter, number> => ({ main: 0, process: 0, redis: 0, rate: 0 }));
+					for (let p = 0; p < processes; p++) {
+						for (const i of order) {
+							const server = servers[i]![p]!;
+							const { pid } = server;
+							const before = { main: mainThreadMicros(pid), process: processMicros(pid), redis: await redis.cpuMicros() };
+							const rate = await load(server, scenario, cookies.get(server)!, requests);
+							const after = { main: mainThreadMicros(pid), process: processMicros(pid), redis: await redis.cpuMicros() };
+							for (const meter of CPU_METERS) sums[i]![meter] += (after[meter] - before[meter]) / requests;
+							sums[i]!.rate += rate;
+						}
 					}
+
+					for (const [i, sum] of sums.entries()) for (const meter of METERS) perRound[i]![meter].push(sum[meter] / processes);
 				}
 
-				console.log(`\n${scenario.title} (${scenario.method} ${scenario.path}), CPU µs per request`);
-				console.log(`  ${''.padEnd(34)} ${METERS.map((meter) => METER_TITLES[meter].padStart(22)).join('')}`);
-				for (const [i, kind] of kinds.entries()) {
+				console.log(`\n${scenario.title} (${scenario.method} ${scenario.path})`);
+				console.log(`  ${''.padEnd(44)} ${METERS.map((meter) => METER_TITLES[meter].padStart(22)).join('')}`);
+				for (const [i, { label }] of measured.entries()) {
 					const cells = METERS.map((meter) => {
-						const figure = median(perRequest[i]![meter]).toFixed(0).padStart(5);
+						const figure = median(perRound[i]![meter]).toFixed(0).padStart(5);
 						if (i === 0) return figure.padStart(22);
-						const ratio = median(perRequest[i]![meter].map((micros, round) => micros / perRequest[0]![meter][round]!));
+						const ratio = median(perRound[i]![meter].map((value, round) => value / perRound[0]![meter][round]!));
 						return `${figure} (× ${ratio.toFixed(2)})`.padStart(22);
 					});
-					console.log(`  ${STORE_LABELS[kind as StoreKind].padEnd(34)} ${cells.join('')}`);
+					console.log(`  ${label.padEnd(44)} ${cells.join('')}`);
 				}
 			} finally {
-				for (const server of servers) await server.stop();
+				for (const server of servers.flat()) await server.stop();
 			}
 		}
 	} finally {

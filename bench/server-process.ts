@@ -31,8 +31,13 @@ export interface ServerProcess {
 	cpuMicros(): Promise<number>;
 }
 
-export const startServer = async (kind: StoreKind, urls: StoreUrls): Promise<ServerProcess> => {
-	const child: ChildProcess = spawnScript('server.ts', [kind, urls.redisUrl, urls.downUrl]);
+/**
+ * Starts a server of `kind`; with `libraryRoot`, on the package found there (a revision's
+ * export, see revisions.ts) rather than the working tree's.
+ */
+export const startServer = async (kind: StoreKind, urls: StoreUrls, libraryRoot?: string): Promise<ServerProcess> => {
+	const env = libraryRoot === undefined ? process.env : { ...process.env, BENCH_LIB_ROOT: libraryRoot };
+	const child: ChildProcess = spawnScript('server.ts', [kind, urls.redisUrl, urls.downUrl], [], env);
 	const events: StoreEvent[] = [];
 	let serverErrors: number | undefined;
 	child.on('message', (message: ChildMessage) => {

@@ -14,6 +14,9 @@
  * The ResilientStore kinds' metrics (`collectMetrics()` on a prom-client registry, served
  * at `GET /metrics`) are off until the benchmark sends `{ type: 'metrics', on: true }`.
  *
+ * The package comes from the working tree, or with `BENCH_LIB_ROOT` from a revision's
+ * export (revisions.ts).
+ *
  * Started by the benchmark as `server.ts <store kind> <redis url> <down url>`; reports over
  * IPC `{ type: 'ready', port, rateLimit }`, then the store's events with their wall-clock
  * time, and stops on `{ type: 'stop' }` or when the benchmark goes away.
@@ -22,9 +25,10 @@ import type { AddressInfo } from 'node:net';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import session from 'express-session';
 import { Registry } from 'prom-client';
-import { collectMetrics, type StoreMetrics } from '../lib/index.js';
+import type { StoreMetrics } from '../lib/index.js';
 import { wallClockMs } from './processes.js';
 import { buildRateLimit } from './rate-limits.js';
+import { library } from './revisions.js';
 import { buildStore, COOKIE_MAX_AGE_MS, isStoreKind, loginFields } from './stores.js';
 
 const send = (message: object): void => {
@@ -38,6 +42,7 @@ const main = async (): Promise<void> => {
 	// The benchmark is gone: nothing is left to serve.
 	process.on('disconnect', () => process.exit(0));
 
+	const { collectMetrics } = await library();
 	const built = await buildStore(kind, { redisUrl, downUrl });
 	const resilient = built.resilient;
 	for (const event of ['fallback', 'recover', 'writeback'] as const) {

@@ -13,8 +13,9 @@ import { randomBytes } from 'node:crypto';
 import { RedisStore } from 'connect-redis';
 import session, { type SessionData, type Store } from 'express-session';
 import memorystore from 'memorystore';
-import { ResilientStore, silentLogger } from '../lib/index.js';
+import type { ResilientStore } from '../lib/index.js';
 import { type BenchClient, connectClient } from './redis-server.js';
+import { library } from './revisions.js';
 
 declare module 'express-session' {
 	interface SessionData {
@@ -110,6 +111,7 @@ export const buildStore = async (kind: StoreKind, urls: StoreUrls): Promise<Buil
 	switch (kind) {
 		case 'resilient':
 		case 'resilient-fallback': {
+			const { ResilientStore, silentLogger } = await library();
 			const store = new ResilientStore({
 				url: kind === 'resilient' ? urls.redisUrl : urls.downUrl,
 				logger: silentLogger,
