@@ -114,6 +114,29 @@ describe('the near cache', () => {
 		expect(await a.roundTrips(() => a.store.get(sid))).toBe(0);
 	});
 
+	it('proves its link with a PING in the background under traffic, so that no read goes to Redis for it', async () => {
+		const a = await instance({ nearCacheMaxLagMs: 400 });
+		const sid = newSid();
+		await a.store.set(sid, session('ivy'));
+		const [monitor, marker] = [createClient({ url: fixture.redis.url }), createClient({ url: fixture.redis.url })];
+		await Promise.all([monitor.connect(), marker.connect()]);
+		fixture.afterTest(() => monitor.close(), () => marker.close());
+		const sent: string[] = [];
+		await monitor.monitor((line) => sent.push(/"([^"]+)"/.exec(line)?.[1]?.toLowerCase() ?? line));
+		// Reads for three periods: each past half a period since Redis last answered sends a PING.
+		for (let i = 0; i < 60; i++) {
+			expect(await a.store.get(sid)).toMatchObject({ user: 'ivy' });
+			await new Promise((resolve) => setTimeout(resolve, 20));
+		}
+
+		// An ECHO from another connection marks the end: whatever came before it has been seen.
+		await marker.echo('end');
+		while (!sent.includes('echo')) await new Promise((resolve) => setTimeout(resolve, 5));
+		const beforeEnd = sent.slice(0, sent.indexOf('echo'));
+		expect(beforeEnd.filter((command) => command !== 'ping')).toEqual([]);
+		expect(beforeEnd.filter((command) => command === 'ping').length).toBeGreaterThanOrEqual(2);
+	});
+
 	it('is off for a client passed in, which gets no word of changes made elsewhere', async () => {
 		const proxy = await TcpProxy.start(fixture.redis.port);
 		const client = createClient({ url: proxy.url });

@@ -26,6 +26,9 @@ export class NearCache {
 	readonly #config: StoreConfig;
 	readonly #reads = new Map<string, Set<Watch>>();
 	#failover: Failover | undefined;
+	#ping: (() => Promise<unknown>) | undefined;
+	/** A PING of {@link proveSoon} is in flight. */
+	#proving = false;
 	#serves = false;
 	#generation = 0;
 
@@ -39,10 +42,11 @@ export class NearCache {
 	 * Follows the store's failover: a fallback starts a new generation, and a recovery
 	 * drops the copies that may have missed a change while the link was down (Redis is the
 	 * truth again; what still waits to be written back stays). With `tracked`, copies of
-	 * the current generation serve reads.
+	 * the current generation serve reads. `ping` sends a PING on the store's connection.
 	 */
-	attach(failover: Failover, tracked: boolean): void {
+	attach(failover: Failover, tracked: boolean, ping: () => Promise<unknown>): void {
 		this.#failover = failover;
+		this.#ping = ping;
 		this.#serves = tracked && this.#config.nearCache;
 		failover.on('fallback', () => this.#generation++);
 		failover.on('recover', () => this.#memory.forgetAll((sid) => this.#journal.isPending(sid)));
@@ -57,9 +61,32 @@ export class NearCache {
 	text(sid: string): string | undefined {
 		const failover = this.#failover;
 		if (!this.#serves || !failover || failover.backend !== 'redis') return undefined;
-		if (Date.now() - failover.answeredSentAt > this.#config.nearCacheMaxLagMs) return undefined;
+		const lag = Date.now() - failover.answeredSentAt;
+		if (lag > this.#config.nearCacheMaxLagMs) return undefined;
 		if (this.#memory.info(sid)?.generation !== this.#generation) return undefined;
-		return this.#memory.text(sid);
+		const text = this.#memory.text(sid);
+		if (text !== undefined && lag > this.#config.nearCacheMaxLagMs / 2) this.#proveSoon(failover);
+		return text;
+	}
+
+	/**
+	 * Sends one PING in the background (one at a time), once a read was served here past
+	 * half of `nearCacheMaxLagMs` since Redis last answered: under traffic, its answer
+	 * renews the proof that invalidations still arrive before the period ends, so that no
+	 * read has to go to Redis for it. A PING that fails or misses the deadline makes the
+	 * store fall back, as any command would; one that Redis refuses (an ACL) proves
+	 * nothing, and reads prove the link themselves.
+	 */
+	#proveSoon(failover: Failover): void {
+		const ping = this.#ping;
+		if (this.#proving || !ping) return;
+		this.#proving = true;
+		failover
+			.attempt('PING', ping)
+			.catch(() => {})
+			.finally(() => {
+				this.#proving = false;
+			});
 	}
 
 	/**

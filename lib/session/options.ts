@@ -163,8 +163,9 @@ export interface ResilientStoreOptions {
 	 * The near cache serves a read only while Redis answered, within this many
 	 * milliseconds, a command this store sent: on a link that died without a word, no copy
 	 * is served for longer than this after the last proof that Redis's invalidations were
-	 * still arriving. Under traffic, other commands give that proof; an idle instance pays
-	 * one round trip per this period.
+	 * still arriving. Under traffic, a read served from memory past half this period sends
+	 * one `PING` in the background, whose answer renews the proof, so that no read waits
+	 * for it; an instance that was idle for longer pays one round trip on its next read.
 	 * @default 1_000
 	 */
 	readonly nearCacheMaxLagMs?: number;
