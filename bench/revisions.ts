@@ -20,7 +20,7 @@ export const libraryRoot = (): string => process.env.BENCH_LIB_ROOT ?? ROOT;
 export const library = async (): Promise<typeof import('../lib/index.js')> =>
 	(await import(pathToFileURL(path.join(libraryRoot(), 'lib', 'index.ts')).href)) as typeof import('../lib/index.js');
 
-/** Splits `kind@revision`; the revision must name a commit. */
+/** Splits `kind@revision` (the revision is checked by {@link commitOf}). */
 export const parseKindAtRevision = (spec: string): { kind: string; revision?: string } => {
 	const at = spec.indexOf('@');
 	return at === -1 ? { kind: spec } : { kind: spec.slice(0, at), revision: spec.slice(at + 1) };

@@ -27,7 +27,7 @@ export class NearCache {
 	readonly #reads = new Map<string, Set<Watch>>();
 	#failover: Failover | undefined;
 	#ping: (() => Promise<unknown>) | undefined;
-	/** A PING of {@link proveSoon} is in flight. */
+	/** A PING of `#proveSoon` is in flight. */
 	#proving = false;
 	#serves = false;
 	#generation = 0;
