@@ -60,6 +60,29 @@ describe.each<StoreMode>(['redis', 'memory-only', 'fallen-back'])('the store con
 		expect(callback.mock.calls[0]![1]).toMatchObject({ user: 'fay' });
 	});
 
+	it('hands the reads it serves from memory in one turn to their callbacks one after another', async () => {
+		const sids = [newSid(), newSid(), newSid()];
+		for (const sid of sids) await store.set(sid, data(60, { user: sid }));
+		// Each callback stands for a request's handlers, which start writing a response
+		// that Node flushes in a tick: those writes leave together, after the last handler.
+		const order: string[] = [];
+		await Promise.all(
+			sids.map(
+				(sid, index) =>
+					new Promise<void>((resolve) =>
+						store.get(sid, (_error, session) => {
+							order.push(`read ${index} ${session?.user === sid}`);
+							process.nextTick(() => {
+								order.push(`flushed ${index}`);
+								resolve();
+							});
+						}),
+					),
+			),
+		);
+		expect(order).toEqual(['read 0 true', 'read 1 true', 'read 2 true', 'flushed 0', 'flushed 1', 'flushed 2']);
+	});
+
 	it('destroys a session', async () => {
 		const sid = newSid();
 		await store.set(sid, data());

@@ -21,9 +21,43 @@ export const settle = <T>(operation: Promise<T>, callback?: Callback<T>): Promis
 	);
 };
 
+/** Calls waiting for the next check phase, in the order they were queued; `undefined` when none is. */
+let checkPhaseCalls: Array<() => void> | undefined;
+
+const runCheckPhaseCalls = (): void => {
+	const calls = checkPhaseCalls!;
+	checkPhaseCalls = undefined;
+	for (let index = 0; index < calls.length; index++) {
+		try {
+			calls[index]!();
+		} catch (error) {
+			// Thrown as a `setImmediate` callback's error would be; the calls after it still run.
+			for (const call of calls.slice(index + 1)) inCheckPhase(call);
+			throw error;
+		}
+	}
+};
+
+/**
+ * Runs `call` in the event loop's next check phase, as `setImmediate` would, but every
+ * call queued before that phase in one `setImmediate`. The responses their requests
+ * start writing are then sent one after another at the end of the batch, rather than
+ * each between two handlers: on a loopback the kernel wakes the load's reader once for
+ * them all instead of once for each, which the server pays for in `writev`
+ * (bench/README.md, "Throughput").
+ */
+export const inCheckPhase = (call: () => void): void => {
+	if (checkPhaseCalls === undefined) {
+		checkPhaseCalls = [];
+		setImmediate(runCheckPhaseCalls);
+	}
+
+	checkPhaseCalls.push(call);
+};
+
 /**
  * {@link settle}, with the callback called in the event loop's check phase
- * (`setImmediate`), as express-session's MemoryStore and memorystore call theirs. A
+ * ({@link inCheckPhase}), as express-session's MemoryStore and memorystore call theirs. A
  * session served from memory then reaches express-session after the requests read in the
  * same poll phase, and their handlers run one after another, rather than each in the
  * middle of reading the next: a read-only request served from memory costs the process
@@ -32,4 +66,4 @@ export const settle = <T>(operation: Promise<T>, callback?: Callback<T>): Promis
  * once.
  */
 export const settleInCheckPhase = <T>(operation: Promise<T>, callback?: Callback<T>): Promise<T | undefined> =>
-	settle(operation, callback && ((error, value) => setImmediate(callback, error, value)));
+	settle(operation, callback && ((error, value) => inCheckPhase(() => callback(error, value))));

@@ -1,6 +1,6 @@
 import { RedisStore } from 'connect-redis';
 import { Store, type SessionData } from 'express-session';
-import { type Callback, settle, settleInCheckPhase } from '../callback.js';
+import { type Callback, inCheckPhase, settle, settleInCheckPhase } from '../callback.js';
 import { StoreClosedError } from '../errors.js';
 import { type Attempt, type Backend, Failover } from '../redis/failover.js';
 import { OnceLogger } from '../logger.js';
@@ -237,7 +237,7 @@ export class ResilientStore extends Store {
 		if (!neverStored || this.#closed) return super.regenerate(...args);
 		// `generate` is the session middleware's, set on the store it is given. Called back
 		// asynchronously, as after a destroy, in the check phase as `get` is.
-		setImmediate(() => {
+		inCheckPhase(() => {
 			(this as unknown as { generate(req: typeof args[0]): void }).generate(req);
 			callback();
 		});
