@@ -1,7 +1,10 @@
 import type { SessionData } from 'express-session';
+import { once } from 'node:events';
+import type { Socket } from 'node:net';
 import { promisify } from 'node:util';
+import request from 'supertest';
 import type { ResilientStore } from '../lib/index.js';
-import { newSid, sessionData } from './helpers/app.js';
+import { createApp, newSid, sessionData } from './helpers/app.js';
 import { sleep } from './helpers/common.js';
 import { type StoreMode, useStoreFactory } from './helpers/stores.js';
 
@@ -81,6 +84,35 @@ describe.each<StoreMode>(['redis', 'memory-only', 'fallen-back'])('the store con
 			),
 		);
 		expect(order).toEqual(['read 0 true', 'read 1 true', 'read 2 true', 'flushed 0', 'flushed 1', 'flushed 2']);
+	});
+
+	it('lets express-session write the response of a read-only request in one piece', async () => {
+		const server = createApp(store, { cookie: { maxAge: 3_600_000 } }).listen(0, '127.0.0.1');
+		await once(server, 'listening');
+		// Writes the server's sockets hand to the kernel (a corked socket hands over
+		// everything written meanwhile at once).
+		let flushes = 0;
+		server.on('connection', (socket: Socket) => {
+			const hooks = socket as unknown as Record<'_write' | '_writev', (...args: unknown[]) => unknown>;
+			for (const name of ['_write', '_writev'] as const) {
+				const original = hooks[name];
+				hooks[name] = function (this: unknown, ...args: unknown[]) {
+					flushes++;
+					return original.apply(this, args);
+				};
+			}
+		});
+		try {
+			const agent = request.agent(server);
+			await agent.post('/login?user=gus').expect(200);
+			flushes = 0;
+			// The touch that ends it has nothing to send: express-session is called back
+			// before it flushes the head, and sends head and body together.
+			expect((await agent.get('/whoami').expect(200)).body.user).toBe('gus');
+			expect(flushes).toBe(1);
+		} finally {
+			server.close();
+		}
 	});
 
 	it('destroys a session', async () => {
