@@ -13,11 +13,11 @@ import { pathToFileURL } from 'node:url';
 import type { RequestHandler } from 'express';
 import { rateLimit as expressRateLimit } from 'express-rate-limit';
 import { RedisStore as RateLimitRedisStore } from 'rate-limit-redis';
-import { libraryRoot } from './revisions.js';
+import { compiledLibrary } from './revisions.js';
 import type { BuiltStore } from './stores.js';
 
 /** In the package the server under test loads (see revisions.ts). */
-export const RATE_LIMIT_MODULE = path.join(libraryRoot(), 'lib', 'rate-limit', 'rate-limit.ts');
+const rateLimitModule = (): string => path.join(compiledLibrary(), 'rate-limit', 'rate-limit.js');
 
 export const WINDOW_MS = 60_000;
 
@@ -26,7 +26,7 @@ export const LIMIT = 1e9;
 
 /** Why the rate-limited scenario cannot run, or `undefined` when it can. */
 export const rateLimitUnavailable = (): string | undefined =>
-	existsSync(RATE_LIMIT_MODULE) ? undefined : 'lib/rate-limit/rate-limit.ts does not exist yet';
+	existsSync(rateLimitModule()) ? undefined : 'lib/rate-limit/rate-limit.ts does not exist yet';
 
 /**
  * The rate limit middleware for `built`, or the reason there is none. The module is
@@ -36,7 +36,7 @@ export const buildRateLimit = async (built: BuiltStore): Promise<RequestHandler 
 	if (built.resilient) {
 		const missing = rateLimitUnavailable();
 		if (missing) return missing;
-		const module = (await import(pathToFileURL(RATE_LIMIT_MODULE).href)) as Record<string, unknown>;
+		const module = (await import(pathToFileURL(rateLimitModule()).href)) as Record<string, unknown>;
 		const factory = (module.rateLimit ?? (module.default as Record<string, unknown> | undefined)?.rateLimit) as
 			((options: object) => RequestHandler) | undefined;
 		if (typeof factory !== 'function') return 'lib/rate-limit/rate-limit.ts exports no rateLimit()';

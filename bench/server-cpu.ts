@@ -33,7 +33,7 @@ import { killChildrenOnExit } from './processes.js';
 import { BenchRedis, freePort } from './redis-server.js';
 import { logIn, type ServerProcess, startServer } from './server-process.js';
 import { median } from './stats.js';
-import { commitOf, exportRevision, parseKindAtRevision } from './revisions.js';
+import { commitOf, compiledRevision, parseKindAtRevision } from './revisions.js';
 import { isStoreKind, STORE_LABELS, type StoreKind } from './stores.js';
 import { SCENARIOS, type Scenario } from './throughput.js';
 
@@ -96,8 +96,8 @@ const load = (server: ServerProcess, scenario: Scenario, cookies: readonly strin
 interface Measured {
 	readonly kind: StoreKind;
 	readonly label: string;
-	/** The folder holding the revision's lib/ (revisions.ts); none for the working tree. */
-	readonly libraryRoot?: string;
+	/** The folder of the revision's compiled package (revisions.ts); none for the working tree. */
+	readonly compiledPackage?: string;
 }
 
 const measuredKind = (spec: string): Measured => {
@@ -106,7 +106,7 @@ const measuredKind = (spec: string): Measured => {
 	if (revision === undefined) return { kind, label: STORE_LABELS[kind] };
 	if (!kind.startsWith('resilient')) throw new Error(`only ResilientStore kinds take a revision: ${spec}\n\n${USAGE}`);
 	const commit = commitOf(revision);
-	return { kind, label: `${STORE_LABELS[kind]} at ${revision} (${commit.slice(0, 7)})`, libraryRoot: exportRevision(commit) };
+	return { kind, label: `${STORE_LABELS[kind]} at ${revision} (${commit.slice(0, 7)})`, compiledPackage: compiledRevision(commit) };
 };
 
 const main = async (): Promise<void> => {
@@ -143,9 +143,9 @@ const main = async (): Promise<void> => {
 			// Fresh servers per scenario: what one scenario leaves in a process (a rate
 			// limit's state, say) does not weigh on the next.
 			const servers: ServerProcess[][] = [];
-			for (const { kind, libraryRoot } of measured) {
+			for (const { kind, compiledPackage } of measured) {
 				const pool: ServerProcess[] = [];
-				for (let i = 0; i < processes; i++) pool.push(await startServer(kind, urls, libraryRoot));
+				for (let i = 0; i < processes; i++) pool.push(await startServer(kind, urls, compiledPackage));
 				servers.push(pool);
 			}
 

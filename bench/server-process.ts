@@ -4,6 +4,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { type ChildMessage, nextMessage, spawnScript, stopChild } from './processes.js';
+import { compiledLibrary } from './revisions.js';
 import type { StoreKind, StoreUrls } from './stores.js';
 
 /** A store event as the server reports it: `'fallback'`, `'recover'` or `'writeback'`. */
@@ -32,11 +33,11 @@ export interface ServerProcess {
 }
 
 /**
- * Starts a server of `kind`; with `libraryRoot`, on the package found there (a revision's
- * export, see revisions.ts) rather than the working tree's.
+ * Starts a server of `kind`, on the working tree's package compiled, or with
+ * `compiledPackage` on the one found there (a revision's, see revisions.ts).
  */
-export const startServer = async (kind: StoreKind, urls: StoreUrls, libraryRoot?: string): Promise<ServerProcess> => {
-	const env = libraryRoot === undefined ? process.env : { ...process.env, BENCH_LIB_ROOT: libraryRoot };
+export const startServer = async (kind: StoreKind, urls: StoreUrls, compiledPackage?: string): Promise<ServerProcess> => {
+	const env = { ...process.env, BENCH_LIB_DIST: compiledPackage ?? compiledLibrary() };
 	const child: ChildProcess = spawnScript('server.ts', [kind, urls.redisUrl, urls.downUrl], [], env);
 	const events: StoreEvent[] = [];
 	let serverErrors: number | undefined;

@@ -14,8 +14,8 @@
  * The ResilientStore kinds' metrics (`collectMetrics()` on a prom-client registry, served
  * at `GET /metrics`) are off until the benchmark sends `{ type: 'metrics', on: true }`.
  *
- * The package comes from the working tree, or with `BENCH_LIB_ROOT` from a revision's
- * export (revisions.ts).
+ * The package is loaded compiled, as it is published: from `BENCH_LIB_DIST`, the working
+ * tree's or a revision's (revisions.ts).
  *
  * Started by the benchmark as `server.ts <store kind> <redis url> <down url>`; reports over
  * IPC `{ type: 'ready', port, rateLimit }`, then the store's events with their wall-clock
