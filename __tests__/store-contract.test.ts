@@ -1,5 +1,6 @@
 import type { SessionData } from 'express-session';
 import { once } from 'node:events';
+import http from 'node:http';
 import type { Socket } from 'node:net';
 import { promisify } from 'node:util';
 import request from 'supertest';
@@ -86,30 +87,74 @@ describe.each<StoreMode>(['redis', 'memory-only', 'fallen-back'])('the store con
 		expect(order).toEqual(['read 0 true', 'read 1 true', 'read 2 true', 'flushed 0', 'flushed 1', 'flushed 2']);
 	});
 
-	it('lets express-session write the response of a read-only request in one piece', async () => {
-		const server = createApp(store, { cookie: { maxAge: 3_600_000 } }).listen(0, '127.0.0.1');
+	/**
+	 * Serves `app` on a loopback port and counts the writes its connections hand to the
+	 * kernel (a corked socket hands over everything written meanwhile at once).
+	 */
+	const countingFlushes = async (app: ReturnType<typeof createApp>) => {
+		const server = app.listen(0, '127.0.0.1');
 		await once(server, 'listening');
-		// Writes the server's sockets hand to the kernel (a corked socket hands over
-		// everything written meanwhile at once).
-		let flushes = 0;
+		const counter = { flushes: 0, server };
 		server.on('connection', (socket: Socket) => {
 			const hooks = socket as unknown as Record<'_write' | '_writev', (...args: unknown[]) => unknown>;
 			for (const name of ['_write', '_writev'] as const) {
 				const original = hooks[name];
 				hooks[name] = function (this: unknown, ...args: unknown[]) {
-					flushes++;
+					counter.flushes++;
 					return original.apply(this, args);
 				};
 			}
 		});
+		return counter;
+	};
+
+	it.each([
+		['a read-only request', 'GET', '/whoami'],
+		['a request that changes its session', 'GET', '/count'],
+		['a login', 'POST', '/login?user=gus'],
+	] as const)('lets express-session write the response of %s in one piece', async (_name, method, path) => {
+		const counter = await countingFlushes(createApp(store, { cookie: { maxAge: 3_600_000 } }));
 		try {
-			const agent = request.agent(server);
+			const agent = request.agent(counter.server);
 			await agent.post('/login?user=gus').expect(200);
-			flushes = 0;
-			// The touch that ends it has nothing to send: express-session is called back
-			// before it flushes the head, and sends head and body together.
-			expect((await agent.get('/whoami').expect(200)).body.user).toBe('gus');
-			expect(flushes).toBe(1);
+			await agent.get('/count').expect(200);
+			counter.flushes = 0;
+			// A read: the touch that ends it has nothing to send, and calls back before the
+			// head is flushed. A save: the connection waits for it, corked.
+			const response = method === 'GET' ? await agent.get(path).expect(200) : await agent.post(path).expect(200);
+			expect(response.body.user ?? response.body.views).toBeDefined();
+			expect(counter.flushes).toBe(1);
+		} finally {
+			counter.server.close();
+		}
+	});
+
+	it('lets a response stream once the session saved by hand is stored', async () => {
+		const app = createApp(store);
+		app.get('/stream', (req, res) => {
+			req.session.views = 1;
+			req.session.save(() => {
+				res.write('saved;');
+				setTimeout(() => res.end('done'), 400);
+			});
+		});
+		const server = app.listen(0, '127.0.0.1');
+		await once(server, 'listening');
+		try {
+			const { port } = server.address() as { port: number };
+			const started = Date.now();
+			const arrivals: Array<[string, number]> = [];
+			await new Promise<void>((resolve, reject) => {
+				http.get({ host: '127.0.0.1', port, path: '/stream' }, (response) => {
+					response.setEncoding('utf8');
+					response.on('data', (chunk: string) => arrivals.push([chunk, Date.now() - started]));
+					response.on('end', resolve);
+				}).on('error', reject);
+			});
+			expect(arrivals.map(([chunk]) => chunk).join('')).toBe('saved;done');
+			// The first part is not held back until the end of the response.
+			expect(arrivals[0]![0]).toBe('saved;');
+			expect(arrivals[0]![1]).toBeLessThan(300);
 		} finally {
 			server.close();
 		}

@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 
 const loaded = Symbol('resilient-session.loaded');
 
@@ -18,4 +19,16 @@ export const markLoaded = (req: IncomingMessage, sid: string): void => {
 export const storedSessionId = (req: IncomingMessage): string | undefined => {
 	const sid = (req as Marked)[loaded];
 	return sid !== undefined && sid === (req as Marked).sessionID ? sid : undefined;
+};
+
+/**
+ * The connection of the HTTP/1 request whose session `session` is, when express-session
+ * made it (its `Session` keeps the request, as `req`, out of its enumerable fields);
+ * `undefined` for a session given by other code.
+ */
+export const connectionOf = (session: object): Socket | undefined => {
+	const req = (session as { req?: IncomingMessage }).req;
+	if (req?.httpVersionMajor !== 1) return undefined;
+	const socket = req.socket;
+	return socket && typeof socket.cork === 'function' && !socket.destroyed ? socket : undefined;
 };

@@ -19,7 +19,7 @@ import { BulkOperations } from './bulk.js';
 import { NearCache } from './near-cache.js';
 import { RedisSessions, TOMBSTONE } from './redis-sessions.js';
 import { WriteBack, type WriteBackResult } from './write-back.js';
-import { markLoaded, storedSessionId } from './request-session.js';
+import { connectionOf, markLoaded, storedSessionId } from './request-session.js';
 import { capTtl, KnownEnds, withEndsAt } from './lifetime.js';
 import { parseSessionText } from './session-text.js';
 import { type DestroySessionsOfOptions, UserIndex, type UserSession } from './user-index.js';
@@ -265,9 +265,20 @@ export class ResilientStore extends Store {
 		return settleInCheckPhase(this.#get(sid), callback);
 	}
 
-	/** Creates or replaces a session. */
+	/**
+	 * Creates or replaces a session. Saving the session of a request, express-session
+	 * writes the start of the response at once and its last byte when the save calls back;
+	 * the request's connection is held corked meanwhile (one `cork()`, undone once the
+	 * callback has run), so that the whole response leaves in one write when the save is
+	 * done rather than in two: the client can do nothing with the start alone.
+	 */
 	set(sid: string, session: SessionData, callback?: Callback<void>): Promise<void> {
-		return settle(this.#set(sid, session), callback);
+		const connection = connectionOf(session);
+		if (!connection) return settle(this.#set(sid, session), callback);
+		connection.cork();
+		const saving = settle(this.#set(sid, session), callback);
+		void saving.finally(() => connection.uncork()).catch(() => {});
+		return saving;
 	}
 
 	/**
