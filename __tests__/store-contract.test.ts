@@ -129,6 +129,29 @@ describe.each<StoreMode>(['redis', 'memory-only', 'fallen-back'])('the store con
 		}
 	});
 
+	it('leaves the connection alone when a session is saved by hand after its response ended', async () => {
+		const app = createApp(store);
+		let corkedAfterEnd = -1;
+		const saved = new Promise<void>((resolve) => {
+			app.get('/late', (req, res) => {
+				res.json({ ok: true });
+				const socket = req.socket;
+				const cork = socket.cork.bind(socket);
+				corkedAfterEnd = 0;
+				socket.cork = () => {
+					corkedAfterEnd++;
+					cork();
+				};
+				req.session.views = 7;
+				req.session.save(() => resolve());
+			});
+		});
+		const agent = request.agent(app);
+		await agent.get('/late').expect(200);
+		await saved;
+		expect(corkedAfterEnd).toBe(0);
+	});
+
 	it('lets a response stream once the session saved by hand is stored', async () => {
 		const app = createApp(store);
 		app.get('/stream', (req, res) => {

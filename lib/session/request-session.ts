@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 
 const loaded = Symbol('resilient-session.loaded');
@@ -23,12 +23,13 @@ export const storedSessionId = (req: IncomingMessage): string | undefined => {
 
 /**
  * The connection of the HTTP/1 request whose session `session` is, when express-session
- * made it (its `Session` keeps the request, as `req`, out of its enumerable fields);
- * `undefined` for a session given by other code.
+ * made it (its `Session` keeps the request, as `req`, out of its enumerable fields) and
+ * the request's response is not over (Express's `req.res` tells); `undefined` for a
+ * session given by other code.
  */
 export const connectionOf = (session: object): Socket | undefined => {
-	const req = (session as { req?: IncomingMessage }).req;
-	if (req?.httpVersionMajor !== 1) return undefined;
+	const req = (session as { req?: IncomingMessage & { res?: ServerResponse } }).req;
+	if (req?.httpVersionMajor !== 1 || req.res?.writableEnded) return undefined;
 	const socket = req.socket;
 	return socket && typeof socket.cork === 'function' && !socket.destroyed ? socket : undefined;
 };

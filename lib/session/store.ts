@@ -283,9 +283,10 @@ export class ResilientStore extends Store {
 
 	/**
 	 * Extends a session's time to live. A touch with nothing to send (lazy renewal: not due
-	 * yet) calls back in a `process.nextTick`: before Node flushes the start of the
-	 * response that express-session writes right after calling touch, so that the whole
-	 * response leaves in one write rather than two (bench/README.md, "Throughput").
+	 * yet; or Redis is away) calls back in a `process.nextTick`: before Node flushes the
+	 * start of the response that express-session writes right after calling touch, so that
+	 * the whole response leaves in one write rather than two (bench/README.md,
+	 * "Throughput").
 	 */
 	override touch(sid: string, session: SessionData, callback?: Callback<void>): Promise<void> {
 		let renewal: Promise<void> | undefined;
