@@ -40,6 +40,11 @@ export interface LatencyOptions {
 	/** Requests per store in one round, one at a time. */
 	readonly requestsPerRound: number;
 	readonly loopbackRounds: number;
+	/**
+	 * Server processes per store on loopback: two processes of the same code differ by up
+	 * to ±8 % in requests/s on a small VM, which one pair would put straight into the ratio.
+	 */
+	readonly loopbackProcesses: number;
 	readonly roundS: number;
 	readonly warmupS: number;
 	readonly connections: number;
@@ -295,42 +300,49 @@ const measureLink = async (
 
 /** Part 2: requests/s on loopback, per-round ratios. */
 const measureLoopback = async (urls: StoreUrls, options: LatencyOptions, log: (line: string) => void) => {
-	const { servers, cookies, stop } = await startServers(urls, options.sessions);
+	const started: Array<Awaited<ReturnType<typeof startServers>>> = [];
 	const results = new Map<
 		Scenario['id'],
 		{ rounds: LoopbackRound[]; non2xx: Record<LatencyKind, number>; fallbacks: number } | string
 	>();
 	try {
+		for (let i = 0; i < options.loopbackProcesses; i++) started.push(await startServers(urls, options.sessions));
 		for (const scenario of SCENARIOS) {
-			const skipped = scenario.id === 'ratelimit' ? skipReason(servers) : undefined;
+			const skipped = scenario.id === 'ratelimit' ? skipReason(started[0]!.servers) : undefined;
 			if (skipped) {
 				results.set(scenario.id, skipped);
 				continue;
 			}
 
-			const load = (kind: LatencyKind, durationS: number) =>
+			const load = (group: (typeof started)[number], kind: LatencyKind, durationS: number) =>
 				runLoad({
-					port: servers.get(kind)!.port,
+					port: group.servers.get(kind)!.port,
 					request: {
 						method: scenario.method,
 						path: scenario.path,
-						cookies: scenario.withSession ? cookies.get(kind) : undefined,
+						cookies: scenario.withSession ? group.cookies.get(kind) : undefined,
 					},
 					durationS,
 					connections: options.connections,
 				});
 
-			for (const kind of LATENCY_KINDS) await load(kind, options.warmupS);
-			const eventsBefore = servers.get('resilient')!.events.length;
+			for (const group of started) for (const kind of LATENCY_KINDS) await load(group, kind, options.warmupS);
+			const eventsBefore = started.map((group) => group.servers.get('resilient')!.events.length);
 			const rounds: LoopbackRound[] = [];
 			const non2xx: Record<LatencyKind, number> = { resilient: 0, 'connect-redis': 0 };
 			for (let round = 1; round <= options.loopbackRounds; round++) {
 				const requestsPerSecond = {} as Record<LatencyKind, number>;
 				const cpuBefore = sampleCpu();
 				for (const kind of roundOrder(round)) {
-					const result = await load(kind, options.roundS);
-					requestsPerSecond[kind] = result.requestsPerSecond;
-					non2xx[kind] += result.non2xx + result.errors;
+					// The mean over the store's processes, each loaded in turn.
+					let sum = 0;
+					for (const group of started) {
+						const result = await load(group, kind, options.roundS);
+						sum += result.requestsPerSecond;
+						non2xx[kind] += result.non2xx + result.errors;
+					}
+
+					requestsPerSecond[kind] = sum / started.length;
 				}
 
 				const ratio = requestsPerSecond.resilient / requestsPerSecond['connect-redis'];
@@ -344,11 +356,14 @@ const measureLoopback = async (urls: StoreUrls, options: LatencyOptions, log: (l
 			results.set(scenario.id, {
 				rounds,
 				non2xx,
-				fallbacks: fallbacksSince(servers.get('resilient'), eventsBefore),
+				fallbacks: started.reduce(
+					(sum, group, i) => sum + fallbacksSince(group.servers.get('resilient'), eventsBefore[i]!),
+					0,
+				),
 			});
 		}
 	} finally {
-		await stop();
+		await Promise.all(started.map((group) => group.stop()));
 	}
 
 	return results;

@@ -492,9 +492,10 @@ export const latencyMarkdown = (result: LatencyResult, info: RunInfo): string =>
 		'  (until the next round) counts for its requests.',
 		'- **with any**: requests during which at least one round trip was counted.',
 		'',
-		`**Loopback requests/s.** Both servers on redis-server directly, loaded by autocannon with ${options.connections} connections:`,
-		`${options.warmupS} s of warm-up per store, then ${options.loopbackRounds} rounds of ${options.roundS} s per store, alternating (A B, B A, …).`,
-		'The ratio is taken in each round, between the two stores measured back to back; its median is reported.',
+		`**Loopback requests/s.** ${options.loopbackProcesses} server process(es) per store, on redis-server directly, each loaded in turn by autocannon with ${options.connections} connections:`,
+		`${options.warmupS} s of warm-up per process, then ${options.loopbackRounds} rounds of ${options.roundS} s per process, the stores alternating (A B, B A, …).`,
+		"A store's requests/s in a round is the mean over its processes (two processes of the same code differ by up to ±8 % here);",
+		'the ratio is taken in each round, between the two stores measured back to back; its median is reported.',
 		'',
 		runInfoLine(info),
 		`Other processes took ${othersCpuText([result.linkOthersCpu])} of the machine's CPU while Redis was away, and ` +

@@ -98,6 +98,7 @@ const parseOptions = () => {
 			latencyRounds: quick ? 2 : 6,
 			requestsPerRound: quick ? 20 : 50,
 			loopbackRounds: quick ? 2 : Math.max(6, number(values.rounds, 7)),
+			loopbackProcesses: quick ? 1 : 2,
 			roundS: number(values['round-seconds'], quick ? 1 : 2),
 			warmupS: quick ? 0.5 : 1,
 			connections: number(values.connections, 16),
