@@ -99,8 +99,7 @@ export const healthHandler = (options: HealthHandlerOptions) => {
 	const probe = async (): Promise<void> => {
 		const link = redisLinkOf(store);
 		if (!ping || !link || link.failover.backend !== 'redis' || !canSend(link.client)) return;
-		// A reply error (an ACL refusing PING, say) is Redis answering: nothing to report.
-		await link.failover.attempt('PING', () => link.client.ping() as Promise<unknown>).catch(() => {});
+		await link.failover.ping();
 	};
 
 	const answer = (): { code: number; body: HealthAnswer } => {

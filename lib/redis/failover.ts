@@ -173,6 +173,15 @@ export class Failover extends EventEmitter<FailoverEvents> {
 	}
 
 	/**
+	 * A `PING` through {@link attempt}: its answer proves the link, and a failure or a
+	 * missed deadline trips the fallback, as any command would. Never rejects: a reply
+	 * error (an ACL refusing `PING`) is Redis answering, and proves nothing more.
+	 */
+	async ping(): Promise<void> {
+		await this.attempt('PING', () => this.#options.client.ping() as Promise<unknown>).catch(() => {});
+	}
+
+	/**
 	 * Runs `command` within the deadline once the client can take it: right after start-up
 	 * it waits for the first connection, up to the deadline. Trips nothing; rejects with
 	 * `ERR_RESILIENT_UNAVAILABLE` when the client is not connected.

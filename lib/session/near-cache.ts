@@ -26,7 +26,6 @@ export class NearCache {
 	readonly #config: StoreConfig;
 	readonly #reads = new Map<string, Set<Watch>>();
 	#failover: Failover | undefined;
-	#ping: (() => Promise<unknown>) | undefined;
 	/** A PING of `#proveSoon` is in flight. */
 	#proving = false;
 	#serves = false;
@@ -42,11 +41,10 @@ export class NearCache {
 	 * Follows the store's failover: a fallback starts a new generation, and a recovery
 	 * drops the copies that may have missed a change while the link was down (Redis is the
 	 * truth again; what still waits to be written back stays). With `tracked`, copies of
-	 * the current generation serve reads. `ping` sends a PING on the store's connection.
+	 * the current generation serve reads.
 	 */
-	attach(failover: Failover, tracked: boolean, ping: () => Promise<unknown>): void {
+	attach(failover: Failover, tracked: boolean): void {
 		this.#failover = failover;
-		this.#ping = ping;
 		this.#serves = tracked && this.#config.nearCache;
 		failover.on('fallback', () => this.#generation++);
 		failover.on('recover', () => this.#memory.forgetAll((sid) => this.#journal.isPending(sid)));
@@ -78,15 +76,11 @@ export class NearCache {
 	 * nothing, and reads prove the link themselves.
 	 */
 	#proveSoon(failover: Failover): void {
-		const ping = this.#ping;
-		if (this.#proving || !ping) return;
+		if (this.#proving) return;
 		this.#proving = true;
-		failover
-			.attempt('PING', ping)
-			.catch(() => {})
-			.finally(() => {
-				this.#proving = false;
-			});
+		void failover.ping().finally(() => {
+			this.#proving = false;
+		});
 	}
 
 	/**

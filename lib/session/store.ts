@@ -162,7 +162,7 @@ export class ResilientStore extends Store {
 			// A stalled connection keeps TCP open and answers nothing: dropped, and made anew.
 			resetConnection: this.#ownsClient ? () => void (this.#closed || resetConnection(client)) : undefined,
 		});
-		nearCache.attach(this.#failover, this.#tracked, () => client.ping());
+		nearCache.attach(this.#failover, this.#tracked);
 		linkStore(this, { failover: this.#failover, client });
 		this.#failover.on('fallback', (error) => {
 			this.#journal.forgetWarnings();
