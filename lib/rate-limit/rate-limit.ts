@@ -148,27 +148,25 @@ const addressOf = (
 const valueOf = <T>(value: T | ValueDeterminingMiddleware<T>, request: Request, response: Response): MaybePromise<T> =>
 	typeof value === 'function' ? (value as ValueDeterminingMiddleware<T>)(request, response) : value;
 
-/** `value`, checked: a function's answer is only known per request. */
-const checkedCost = (value: unknown): number => {
+/**
+ * `value`, checked to be a finite number of at least 0 (a function's answer is only known
+ * per request); `requirement` says what the TypeError names: "`cost` must return".
+ */
+const atLeastZero = (value: unknown, requirement: string): number => {
 	if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
-		throw new TypeError(`resilient-session: rateLimit() \`cost\` must return a finite number of at least 0; got ${describe(value)}`);
+		throw new TypeError(`resilient-session: rateLimit() ${requirement} a finite number of at least 0; got ${describe(value)}`);
 	}
 
 	return value;
 };
 
+const checkedCost = (value: unknown): number => atLeastZero(value, '`cost` must return');
+const checkedLimit = (value: unknown): number => atLeastZero(value, '`limit` must be');
+
 /** The cost of a request, checked. */
 const costOf = (config: RateLimitConfig, request: Request, response: Response): MaybePromise<number> => {
 	const { cost } = config;
 	return typeof cost === 'number' ? cost : whenKnown(cost(request, response), checkedCost);
-};
-
-const checkedLimit = (limit: unknown): number => {
-	if (typeof limit !== 'number' || !Number.isFinite(limit) || limit < 0) {
-		throw new TypeError(`resilient-session: rateLimit() \`limit\` must be a finite number of at least 0; got ${describe(limit)}`);
-	}
-
-	return limit;
 };
 
 /**
