@@ -1,5 +1,5 @@
 export { ResilientStore } from './session/store.js';
-export type { SessionWithId, StoreStats } from './session/store.js';
+export type { SessionWithId, StoreStats } from './session/store-types.js';
 export type { WriteBackResult } from './session/write-back.js';
 export type { Backend } from './redis/failover.js';
 export { storeDefaults } from './session/options.js';

@@ -6,7 +6,7 @@ import type { StoreConfig } from './options.js';
 import type { OutageJournal } from './outage-journal.js';
 import type { RedisSessions } from './redis-sessions.js';
 import { parseSessionText } from './session-text.js';
-import type { SessionWithId } from './store.js';
+import type { SessionWithId } from './store-types.js';
 import { BULK_DEADLINES } from './write-back.js';
 
 /**

@@ -1,8 +1,9 @@
 import { RedisStore } from 'connect-redis';
 import { Store, type SessionData } from 'express-session';
-import { type Callback, inCheckPhase, settle, settleInCheckPhase } from '../callback.js';
+import { type Callback, settle, settleInCheckPhase } from '../callback.js';
 import { StoreClosedError } from '../errors.js';
 import { type Attempt, type Backend, Failover } from '../redis/failover.js';
+import type { SessionWithId, StoreStats } from './store-types.js';
 import { OnceLogger } from '../logger.js';
 import { MemorySide } from './memory-side.js';
 import {
@@ -19,36 +20,13 @@ import { BulkOperations } from './bulk.js';
 import { NearCache } from './near-cache.js';
 import { RedisSessions, TOMBSTONE } from './redis-sessions.js';
 import { WriteBack, type WriteBackResult } from './write-back.js';
-import { connectionOf, markLoaded, storedSessionId } from './request-session.js';
+import { corkedWhile, markLoaded, regenerateNeverStored } from './request-session.js';
 import { capTtl, KnownEnds, withEndsAt } from './lifetime.js';
 import { parseSessionText } from './session-text.js';
 import { type DestroySessionsOfOptions, UserIndex, type UserSession } from './user-index.js';
 import { closeOwnedClient, createOwnedClient, type RedisClient, resetConnection } from '../redis/client.js';
 import { linkStore } from '../redis/link.js';
 import { createTracking } from '../redis/tracking.js';
-
-/** A snapshot of the store's state, from {@link ResilientStore.stats}. */
-export interface StoreStats {
-	/** Where operations go right now. */
-	readonly backend: Backend;
-	/** Since when. */
-	readonly since: Date;
-	/** How many times the store fell back to memory. */
-	readonly failovers: number;
-	/** The last error Redis or its client gave. */
-	readonly lastError: Error | undefined;
-	/** Sessions written, touched or destroyed during the outage, waiting for Redis. */
-	readonly pendingWriteBack: number;
-	/** Of those, sessions destroyed. */
-	readonly tombstones: number;
-	/** Sessions held in memory (warm copies, and every session during an outage). */
-	readonly memorySessions: number;
-	/** Smoothed latency of Redis operations in milliseconds (undefined before the first). */
-	readonly redisLatencyMs: number | undefined;
-}
-
-/** A session as `all()` lists it: with its id. */
-export type SessionWithId = SessionData & { id: string };
 
 // Typed events on top of express-session's Store, which is an EventEmitter.
 // eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
@@ -224,23 +202,13 @@ export class ResilientStore extends Store {
 
 	/**
 	 * Called by `req.session.regenerate()`: destroys the request's session and gives the
-	 * request a new one. A request that brought no stored session (no cookie, an unknown
-	 * or expired id) has an id express-session made up for it in this request, which no
-	 * store has ever held: there is nothing to destroy, and no round trip is spent on it.
-	 * This is the login of a visitor without a session, the most common one.
+	 * request a new one, with no round trip for an id no store has ever held
+	 * (`regenerateNeverStored`).
 	 */
 	override regenerate(...args: Parameters<Store['regenerate']>): ReturnType<Store['regenerate']> {
 		const [req, callback] = args;
-		const sid = req.sessionID;
-		const neverStored =
-			storedSessionId(req) !== sid && this.#memory.peek(sid) === undefined && !this.#journal.isPending(sid);
-		if (!neverStored || this.#closed) return super.regenerate(...args);
-		// `generate` is the session middleware's, set on the store it is given. Called back
-		// asynchronously, as after a destroy, in the check phase as `get` is.
-		inCheckPhase(() => {
-			(this as unknown as { generate(req: typeof args[0]): void }).generate(req);
-			callback();
-		});
+		const held = (sid: string) => this.#memory.peek(sid) !== undefined || this.#journal.isPending(sid);
+		if (this.#closed || !regenerateNeverStored(this, req, callback, held)) super.regenerate(...args);
 	}
 
 	/** A snapshot of the store's state. */
@@ -273,12 +241,7 @@ export class ResilientStore extends Store {
 	 * done rather than in two: the client can do nothing with the start alone.
 	 */
 	set(sid: string, session: SessionData, callback?: Callback<void>): Promise<void> {
-		const connection = connectionOf(session);
-		if (!connection) return settle(this.#set(sid, session), callback);
-		connection.cork();
-		const saving = settle(this.#set(sid, session), callback);
-		void saving.finally(() => connection.uncork()).catch(() => {});
-		return saving;
+		return corkedWhile(session, () => settle(this.#set(sid, session), callback));
 	}
 
 	/**
