@@ -70,6 +70,31 @@ describe('TcpProxy round trip count', () => {
 		expect(proxy.chunksToServer).toBeGreaterThanOrEqual(2);
 	});
 
+	it('tells round trips of PINGs alone from those of other commands', async () => {
+		const { socket, replies } = await connect();
+		const [trips, pings] = [proxy.roundTrips, proxy.pingRoundTrips];
+		socket.write('*1\r\n$4\r\nPING\r\n');
+		await replies(1);
+		socket.write('*2\r\n$3\r\nGET\r\n$1\r\nk\r\n');
+		await replies(2);
+		socket.write('ping\r\nPING\r\n');
+		await replies(4);
+		expect(proxy.roundTrips - trips).toBe(3);
+		expect(proxy.pingRoundTrips - pings).toBe(2);
+	});
+
+	it("counts a round trip that starts with a PING and carries another command as the command's", async () => {
+		const { socket, replies } = await connect();
+		proxy.slow(50);
+		const [trips, pings] = [proxy.roundTrips, proxy.pingRoundTrips];
+		socket.write('PING\r\n');
+		await sleep(10);
+		socket.write('GET k\r\n');
+		await replies(2);
+		expect(proxy.roundTrips - trips).toBe(1);
+		expect(proxy.pingRoundTrips - pings).toBe(0);
+	});
+
 	it('counts two connections waiting at the same time twice', async () => {
 		const first = await connect();
 		const second = await connect();

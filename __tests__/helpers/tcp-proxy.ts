@@ -3,6 +3,12 @@ import net from 'node:net';
 
 type Mode = 'pass' | 'stall' | 'cut';
 
+/** `PING`s as clients send them (RESP: an array of one bulk string; or inline), any case. */
+const PINGS = /^(?:\*1\r\n\$4\r\nping\r\n|ping\r\n)+$/i;
+
+/** Whether `chunk` holds nothing but whole `PING` commands. */
+const isPingOnly = (chunk: Buffer): boolean => chunk.length <= 1_400 && PINGS.test(chunk.toString('latin1'));
+
 /**
  * A TCP proxy between the store and redis-server, to inject the faults a process kill
  * cannot show: a link that is cut (connections reset, new ones refused), stalled (TCP
@@ -30,6 +36,13 @@ export class TcpProxy {
 	 * the client. Two connections waiting on the server at the same time count twice.
 	 */
 	roundTrips = 0;
+	/**
+	 * Of {@link roundTrips}, those in which the client sent nothing but `PING`s: a store's
+	 * proof that its connection still delivers, sent on a clock rather than for a request.
+	 * A round trip that starts with a `PING` and carries another command too counts as a
+	 * command's.
+	 */
+	pingRoundTrips = 0;
 
 	private constructor(targetPort: number) {
 		this.#targetPort = targetPort;
@@ -98,19 +111,30 @@ export class TcpProxy {
 			});
 		}
 
-		// Whether the client has sent data that no answer has followed yet.
+		// Whether the client has sent data that no answer has followed yet, and whether
+		// that data was all PINGs.
 		let waiting = false;
-		this.#pipe(client, upstream, () => {
+		let pingsOnly = false;
+		this.#pipe(client, upstream, (chunk) => {
 			this.chunksToServer++;
-			if (!waiting) this.roundTrips++;
+			const ping = isPingOnly(chunk);
+			if (!waiting) {
+				this.roundTrips++;
+				if (ping) this.pingRoundTrips++;
+				pingsOnly = ping;
+			} else if (pingsOnly && !ping) {
+				this.pingRoundTrips--;
+				pingsOnly = false;
+			}
+
 			waiting = true;
 		});
 		this.#pipe(upstream, client, undefined, () => (waiting = false));
 	}
 
-	#pipe(from: net.Socket, to: net.Socket, onChunk?: () => void, onDelivered?: () => void): void {
-		from.on('data', (chunk) => {
-			onChunk?.();
+	#pipe(from: net.Socket, to: net.Socket, onChunk?: (chunk: Buffer) => void, onDelivered?: () => void): void {
+		from.on('data', (chunk: Buffer) => {
+			onChunk?.(chunk);
 			const deliver = () => {
 				if (to.destroyed) return;
 				to.write(chunk);
