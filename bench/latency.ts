@@ -5,8 +5,11 @@
  * 1. A distant Redis: both servers reach the benchmark's redis-server through a TCP proxy
  *    (the tests' `TcpProxy`, run in this process) that delays every chunk by 1 ms in each
  *    direction. Requests are sent one at a time, each timed on its own; the proxy counts
- *    the round trips each request causes (see `TcpProxy.roundTrips`). Rounds alternate
- *    the stores (A B, B A, …).
+ *    the round trips each request causes (see `TcpProxy.roundTrips`), and apart from
+ *    them the round trips of PINGs alone (`TcpProxy.pingRoundTrips`): ResilientStore's
+ *    near cache proves its connection with one every half `nearCacheMaxLagMs` at most
+ *    while it serves reads from copies, on a clock, whatever the number of requests.
+ *    Rounds alternate the stores (A B, B A, …).
  * 2. Loopback requests/s: both servers on the redis-server directly, loaded by autocannon
  *    in rounds interleaved the same way; the ratio ResilientStore / connect-redis is taken
  *    per round, and its median reported.
@@ -56,10 +59,18 @@ export interface LinkStoreResult {
 	readonly requests: number;
 	readonly p50Ms: number;
 	readonly p90Ms: number;
-	/** Round trips counted by the proxy, over the requests. */
+	/** Round trips counted by the proxy, over the requests; PINGs alone (see `pings`) left out. */
 	readonly roundTripsPerRequest: number;
-	/** Requests during which the proxy counted at least one round trip. */
+	/** Requests during which the proxy counted at least one round trip other than PINGs alone. */
 	readonly requestsWithRoundTrips: number;
+	/**
+	 * Round trips of PINGs alone (`TcpProxy.pingRoundTrips`) during the store's rounds:
+	 * ResilientStore's proof that its connection still delivers invalidations, sent on a
+	 * clock while reads are served from copies, not per request.
+	 */
+	readonly pings: number;
+	/** From the first round of the request kind to the end of its last, over both stores (ms). */
+	readonly spanMs: number;
 	readonly non2xx: number;
 	/** ResilientStore: responses whose session was not served from Redis. */
 	readonly notFromRedis: number;
@@ -240,27 +251,33 @@ const measureLink = async (
 				const samples = new Map(
 					LATENCY_KINDS.map((kind) => [
 						kind,
-						{ times: [] as number[], trips: 0, withTrips: 0, non2xx: 0, notFromRedis: 0 },
+						{ times: [] as number[], trips: 0, pings: 0, withTrips: 0, non2xx: 0, notFromRedis: 0 },
 					]),
 				);
+				// Round trips of commands: those of PINGs alone are counted apart.
+				const commandTrips = () => proxy.roundTrips - proxy.pingRoundTrips;
+				const spanStart = performance.now();
 				for (let round = 1; round <= options.latencyRounds; round++) {
 					for (const kind of roundOrder(round)) {
 						const sample = samples.get(kind)!;
-						const first = proxy.roundTrips;
+						const [first, firstPings] = [commandTrips(), proxy.pingRoundTrips];
 						for (let i = 0; i < options.requestsPerRound; i++) {
-							const before = proxy.roundTrips;
+							const before = commandTrips();
 							const answer = await send(kind);
 							sample.times.push(answer.ms);
-							if (proxy.roundTrips > before) sample.withTrips++;
+							if (commandTrips() > before) sample.withTrips++;
 							if (answer.status < 200 || answer.status >= 300) sample.non2xx++;
 							if (kind === 'resilient' && answer.backend !== 'redis') sample.notFromRedis++;
 						}
 
 						// What a store sends after its last response still belongs to its requests.
 						await sleep(20);
-						sample.trips += proxy.roundTrips - first;
+						sample.trips += commandTrips() - first;
+						sample.pings += proxy.pingRoundTrips - firstPings;
 					}
 				}
+
+				const spanMs = performance.now() - spanStart;
 
 				const perStore = {} as Record<LatencyKind, LinkStoreResult>;
 				for (const [kind, sample] of samples) {
@@ -272,6 +289,8 @@ const measureLink = async (
 						p90Ms: percentileOfSorted(sorted, 90),
 						roundTripsPerRequest: sample.trips / sorted.length,
 						requestsWithRoundTrips: sample.withTrips,
+						pings: sample.pings,
+						spanMs,
 						non2xx: sample.non2xx,
 						notFromRedis: sample.notFromRedis,
 						fallbacks: fallbacksSince(servers.get(kind), eventsBefore.get(kind)!),
