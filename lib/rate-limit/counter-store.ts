@@ -20,9 +20,9 @@ export interface Ticket {
 	/** What the request uses of the limit before it runs. */
 	cost: number;
 	/** The limit in force of each window, in the order of `config.windows`. */
-	limits: number[];
+	limits: readonly number[];
 	/** The request's address key and its ceiling in each window: none with a custom `keyGenerator`. */
-	address: { key: string; ceilings: number[] } | undefined;
+	address: { readonly key: string; readonly ceilings: readonly number[] } | undefined;
 	/** The request's counters once its key is known: its windows, then its address's. */
 	counters: Counters;
 	/** The counts after the request (or after its last charge), as `counters`. */
@@ -286,31 +286,55 @@ export interface Shown {
 export const closestWindow = (ticket: Ticket, cost: number): Shown => {
 	const [own = [], address = []] = ticket.counters;
 	const [ownCounts = [], addressCounts = []] = ticket.counts;
-	const windows = own.map((counter, i) => {
+	// Plain loops: this runs on every counted request, and most have one window.
+	let shown = -1;
+	let refusing = false;
+	for (let i = 0; i < own.length; i++) {
+		const { limit } = own[i]!;
 		const { count, resetAt } = ownCounts[i]!;
-		return {
-			window: i,
-			limit: counter.limit,
-			used: count,
-			remaining: Math.max(0, counter.limit - count),
-			resetAt,
-			refuses: !fits(count, cost, counter.limit),
-		};
-	});
-	const later = <T extends { resetAt: number }>(a: T, b: T) => (b.resetAt > a.resetAt ? b : a);
-	const refusing = windows.filter((window) => window.refuses);
-	let shown = refusing.length > 0
-		? refusing.reduce(later)
-		: windows.reduce((a, b) => (b.remaining < a.remaining || (b.remaining === a.remaining && b.resetAt > a.resetAt) ? b : a));
-	const ceilingsRefusing = address.filter((counter, i) => !fits(addressCounts[i]!.count, cost, counter.limit));
-	if (ceilingsRefusing.length > 0) {
-		const resetAt = Math.max(
-			...ceilingsRefusing.map((counter) => addressCounts[address.indexOf(counter)]!.resetAt),
-			refusing.length > 0 ? shown.resetAt : 0,
-		);
-		shown = { ...shown, remaining: 0, resetAt, refuses: true };
+		const refuses = !fits(count, cost, limit);
+		if (shown === -1) {
+			shown = i;
+			refusing = refuses;
+			continue;
+		}
+
+		const current = ownCounts[shown]!;
+		if (refusing || refuses) {
+			// The refusing window that resets last.
+			if (refuses && (!refusing || resetAt > current.resetAt)) {
+				shown = i;
+				refusing = true;
+			}
+
+			continue;
+		}
+
+		// The window with the least left; of two as close, the one that resets later.
+		const remaining = Math.max(0, limit - count);
+		const shownRemaining = Math.max(0, own[shown]!.limit - current.count);
+		if (remaining < shownRemaining || (remaining === shownRemaining && resetAt > current.resetAt)) shown = i;
 	}
 
-	const { refuses, ...rest } = shown;
-	return { ...rest, limited: refuses };
+	const { limit } = own[shown]!;
+	const { count: used, resetAt } = ownCounts[shown]!;
+	let ceilingResetAt = 0;
+	for (let i = 0; i < address.length; i++) {
+		const counted = addressCounts[i]!;
+		if (!fits(counted.count, cost, address[i]!.limit)) ceilingResetAt = Math.max(ceilingResetAt, counted.resetAt);
+	}
+
+	// A refusal by the address's ceiling shows nothing left until the ceiling resets.
+	if (ceilingResetAt > 0) {
+		return {
+			window: shown,
+			limit,
+			used,
+			remaining: 0,
+			resetAt: Math.max(ceilingResetAt, refusing ? resetAt : 0),
+			limited: true,
+		};
+	}
+
+	return { window: shown, limit, used, remaining: Math.max(0, limit - used), resetAt, limited: refusing };
 };

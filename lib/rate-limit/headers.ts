@@ -42,8 +42,28 @@ export interface BudgetInfo {
 }
 
 /** express-rate-limit's draft-8 partition key (it does not export it): 12 hex digits of the key's SHA-256, in base64. */
-const partitionKey = (key: string): string =>
+const hashPartitionKey = (key: string): string =>
 	Buffer.from(createHash('sha256').update(key).digest('hex').slice(0, 12)).toString('base64');
+
+/** Partition keys remembered, for the clients seen last (a session's requests come one after another). */
+const PARTITION_KEYS_KEPT = 1_024;
+const partitionKeys = new Map<string, string>();
+
+/**
+ * {@link hashPartitionKey}, remembered: a SHA-256 costs a request more than every other
+ * header of the rate limit together. Forgotten all at once when full, which costs less
+ * than keeping an order of use on every request.
+ */
+const partitionKey = (key: string): string => {
+	let pk = partitionKeys.get(key);
+	if (pk === undefined) {
+		if (partitionKeys.size >= PARTITION_KEYS_KEPT) partitionKeys.clear();
+		pk = hashPartitionKey(key);
+		partitionKeys.set(key, pk);
+	}
+
+	return pk;
+};
 
 /** express-rate-limit's default policy name, `${limit}-in-${window}` ('100-in-1min'). */
 const defaultName = (limit: number, windowMs: number): string => {
@@ -65,11 +85,23 @@ const defaultName = (limit: number, windowMs: number): string => {
 const secondsUntil = (at: number): number => Math.max(0, Math.ceil((at - Date.now()) / 1000));
 
 /** A draft-8 name is a quoted string: its quotes and backslashes escaped. */
-const quoted = (name: string): string => `"${name.replace(/[\\"]/g, '\\$&')}"`;
+const quoted = (name: string): string =>
+	name.includes('"') || name.includes('\\') ? `"${name.replace(/[\\"]/g, '\\$&')}"` : `"${name}"`;
+
+/** The last default name made, per window: its limit rarely changes from one request to the next. */
+const lastDefaultNames = new WeakMap<WindowConfig, { readonly limit: number; readonly name: string }>();
+
+const defaultNameOf = (window: WindowConfig, limit: number): string => {
+	const last = lastDefaultNames.get(window);
+	if (last?.limit === limit) return last.name;
+	const name = defaultName(limit, window.windowMs);
+	lastDefaultNames.set(window, { limit, name });
+	return name;
+};
 
 const nameOf = (window: WindowConfig, limit: number, request: Request, response: Response): MaybePromise<string> => {
 	const { identifier } = window;
-	if (identifier === undefined) return defaultName(limit, window.windowMs);
+	if (identifier === undefined) return defaultNameOf(window, limit);
 	return typeof identifier === 'function' ? (identifier as ValueDeterminingMiddleware<string>)(request, response) : identifier;
 };
 
@@ -145,7 +177,8 @@ const setDraft8 = (
 		withoutValues(response, 'RateLimit', [earlier.limit]);
 	}
 
-	response.append('RateLimit-Policy', policies);
+	// A single policy as a string: Node writes a header given as an array value by value.
+	response.append('RateLimit-Policy', policies.length === 1 ? policies[0]! : policies);
 	response.append('RateLimit', limit);
 	ticket.draft8 = { policies, limit };
 };

@@ -186,6 +186,40 @@ const limitsOf = (
 		),
 	);
 
+/** The limits of each window and its address's ceilings, in force normally or during an outage. */
+interface LimitsInForce {
+	readonly limits: readonly number[];
+	readonly ceilings: readonly number[];
+}
+
+/**
+ * What {@link costOf}, {@link limitsOf} and {@link addressOf} answer for every request,
+ * when every option they read is a plain number and the address key comes at once (no
+ * `ipv6Subnet` function): worked out once, so that a request does not pay for the
+ * functions and arrays that answer it otherwise. `undefined` when any option is a function.
+ */
+const knownLimits = (
+	config: RateLimitConfig,
+): { readonly cost: number; readonly normally: LimitsInForce; readonly duringOutage: LimitsInForce } | undefined => {
+	const { cost, windows, ipv6Subnet } = config;
+	const plain = (value: unknown): value is number => typeof value === 'number';
+	if (!plain(cost) || typeof ipv6Subnet === 'function') return undefined;
+	if (!windows.every((window) => plain(window.limit) && plain(window.limitDuringOutage))) return undefined;
+	if (!windows.every((window) => window.addressLimit === undefined || plain(window.addressLimit))) return undefined;
+	const inForce = (limits: number[]): LimitsInForce =>
+		Object.freeze({
+			limits: Object.freeze(limits),
+			ceilings: Object.freeze(
+				windows.map((window, i) => (window.addressLimit as number | undefined) ?? limits[i]! * ADDRESS_LIMIT_PER_LIMIT),
+			),
+		});
+	return {
+		cost,
+		normally: inForce(windows.map((window) => window.limit as number)),
+		duringOutage: inForce(windows.map((window) => window.limitDuringOutage as number)),
+	};
+};
+
 /** express-rate-limit logs `(error, message?)`; the package's loggers take `(message, ...details)`. */
 const asExpressRateLimitLogger = (logger: Logger): ExpressRateLimitOptions['logger'] => {
 	const text = (error: unknown, message?: string) => message ?? (error instanceof Error ? error.message : String(error));
@@ -311,8 +345,17 @@ export const rateLimit = (options: RateLimitOptions): RateLimitRequestHandler =>
 	}
 
 	// The request's cost and limits go on its ticket right before express-rate-limit counts it.
+	const known = knownLimits(config);
 	const prepare = (ticket: Ticket): MaybePromise<void> => {
 		const { request, response } = ticket as { request: Request; response: Response };
+		if (known) {
+			const { limits, ceilings } = counts.inOutage ? known.duringOutage : known.normally;
+			ticket.cost = known.cost;
+			ticket.limits = limits;
+			if (!config.keyGenerator) ticket.address = { key: clientAddress(config, request, response) as string, ceilings };
+			return;
+		}
+
 		return whenKnown(costOf(config, request, response), (cost) => {
 			ticket.cost = cost;
 			return whenKnown(limitsOf(config, counts, request, response), (limits) => {
