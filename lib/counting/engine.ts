@@ -111,23 +111,25 @@ export class CountingEngine {
 	}
 
 	/** Runs `operation` on Redis when the failover says Redis, else in memory. */
-	async run<I, O>(operation: CountOperation<I, O>, input: I): Promise<Counted<O>> {
+	run<I, O>(operation: CountOperation<I, O>, input: I): Promise<Counted<O>> {
 		const link = this.#link;
-		if (!link) return this.inMemory(operation, input, false);
-		let attempt;
-		try {
-			attempt = await link.failover.attempt('EVALSHA', () => send(link.client, operation.calls(input, this.#cluster)));
-		} catch (error) {
-			this.#log.error(
-				`${operation.name}-refused`,
-				`resilient-session: Redis refused a ${this.#subject} command, counting in memory: ${(error as Error)?.message}`,
-				error,
-			);
-			return this.inMemory(operation, input, false);
-		}
-
-		if (!attempt.served) return this.inMemory(operation, input, true);
-		return { value: operation.fromRedis(attempt.value, input, this.memory, Date.now()), where: 'redis', journaled: false };
+		if (!link) return Promise.resolve(this.inMemory(operation, input, false));
+		const calls = operation.calls(input, this.#cluster);
+		return link.failover.attempt('EVALSHA', () => send(link.client, calls)).then(
+			(attempt): Counted<O> => {
+				if (!attempt.served) return this.inMemory(operation, input, true);
+				const replies = calls.length === 1 ? [attempt.value] : (attempt.value as unknown[]);
+				return { value: operation.fromRedis(replies, input, this.memory, Date.now()), where: 'redis', journaled: false };
+			},
+			(error: unknown) => {
+				this.#log.error(
+					`${operation.name}-refused`,
+					`resilient-session: Redis refused a ${this.#subject} command, counting in memory: ${(error as Error)?.message}`,
+					error,
+				);
+				return this.inMemory(operation, input, false);
+			},
+		);
 	}
 
 	/**
@@ -211,8 +213,11 @@ export class CountingEngine {
 	}
 }
 
-/** Sends `calls` together: one round trip (node-redis pipelines what is sent in one tick). */
-const send = (client: RedisClient, calls: readonly ScriptCall[]): Promise<unknown[]> =>
+/**
+ * Sends `calls` together: one round trip (node-redis pipelines what is sent in one tick).
+ * The reply of a single call comes as it is, not in an array of one.
+ */
+const send = (client: RedisClient, calls: readonly ScriptCall[]): Promise<unknown> =>
 	calls.length === 1
-		? calls[0]!.script.run(client, calls[0]!.keys, calls[0]!.args).then((reply) => [reply])
+		? calls[0]!.script.run(client, calls[0]!.keys, calls[0]!.args)
 		: Promise.all(calls.map((call) => call.script.run(client, call.keys, call.args)));

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
-import { withDeadline } from './deadline.js';
+import { type Settled, settleWithin } from './deadline.js';
 import { isRedisTimeoutError, RedisUnavailableError } from '../errors.js';
 import { debug, type OnceLogger } from '../logger.js';
 import { canSend, isCluster, isRedisFailure, isReplyError, type RedisClient, refreshTopology } from './client.js';
@@ -161,15 +161,25 @@ export class Failover extends EventEmitter<FailoverEvents> {
 	 * deadline (which trips the fallback). A reply error, or an error the caller's own
 	 * code raised (see `markCallerError`), rejects.
 	 */
-	async attempt<T>(operation: string, command: () => Promise<T>, timeoutMs?: number): Promise<Attempt<T>> {
-		if (this.#backend === 'memory') return MISSED;
-		try {
-			return { served: true, value: await this.runWhenReady(operation, command, timeoutMs) };
-		} catch (error) {
-			if (!isRedisFailure(error)) throw error;
-			this.trip(error as Error);
-			return MISSED;
-		}
+	attempt<T>(operation: string, command: () => Promise<T>, timeoutMs?: number): Promise<Attempt<T>> {
+		if (this.#backend === 'memory') return Promise.resolve(MISSED);
+		// One promise for the whole attempt rather than one per step: every command that a
+		// request sends takes this path.
+		return new Promise((resolve, reject) => {
+			const judged: Settled<T> = (failed, result) => {
+				if (!failed) return resolve({ served: true, value: result as T });
+				if (!isRedisFailure(result)) return reject(result);
+				this.trip(result as Error);
+				resolve(MISSED);
+			};
+			if (canSend(this.#options.client)) this.#send(operation, command, timeoutMs, judged);
+			else {
+				this.#runOnceReady(operation, command, timeoutMs).then(
+					(value) => judged(false, value),
+					(error: unknown) => judged(true, error),
+				);
+			}
+		});
 	}
 
 	/**
@@ -186,8 +196,14 @@ export class Failover extends EventEmitter<FailoverEvents> {
 	 * it waits for the first connection, up to the deadline. Trips nothing; rejects with
 	 * `ERR_RESILIENT_UNAVAILABLE` when the client is not connected.
 	 */
-	async runWhenReady<T>(operation: string, command: () => Promise<T>, timeoutMs?: number): Promise<T> {
-		if (!canSend(this.#options.client) && !(await this.#waitForFirstReady())) {
+	runWhenReady<T>(operation: string, command: () => Promise<T>, timeoutMs?: number): Promise<T> {
+		// The usual case goes on at once, without a promise of its own.
+		if (canSend(this.#options.client)) return this.run(operation, command, timeoutMs);
+		return this.#runOnceReady(operation, command, timeoutMs);
+	}
+
+	async #runOnceReady<T>(operation: string, command: () => Promise<T>, timeoutMs?: number): Promise<T> {
+		if (!(await this.#waitForFirstReady())) {
 			throw new RedisUnavailableError('the Redis client is not connected', { cause: this.#lastError });
 		}
 
@@ -195,20 +211,39 @@ export class Failover extends EventEmitter<FailoverEvents> {
 	}
 
 	/** Runs `command` within the deadline, whatever the backend; trips nothing. */
-	async run<T>(operation: string, command: () => Promise<T>, timeoutMs = this.#options.timeoutMs): Promise<T> {
+	run<T>(operation: string, command: () => Promise<T>, timeoutMs?: number): Promise<T> {
+		return new Promise((resolve, reject) =>
+			this.#send(operation, command, timeoutMs, (failed, result) => (failed ? reject(result) : resolve(result as T))),
+		);
+	}
+
+	/**
+	 * Sends `command` under the deadline and tells `settled` how it ended; records how long
+	 * it took, and, answered, when it was sent (see {@link answeredSentAt}). A synchronous
+	 * exception of `command` ends it as a rejection would.
+	 */
+	#send<T>(operation: string, command: () => Promise<T>, timeoutMs: number | undefined, settled: Settled<T>): void {
 		const sentAt = Date.now();
 		const started = performance.now();
-		let value: T;
+		const ended = (answered: boolean): void => {
+			const took = performance.now() - started;
+			this.observer?.redisCommand(operation, took / 1000);
+			if (!answered) return;
+			if (sentAt > this.#answeredSentAt) this.#answeredSentAt = sentAt;
+			this.#latencyMs = this.#latencyMs === undefined ? took : this.#latencyMs * 0.9 + took * 0.1;
+		};
+		let sent: Promise<T>;
 		try {
-			value = await withDeadline(command(), timeoutMs, operation);
-		} finally {
-			this.observer?.redisCommand(operation, (performance.now() - started) / 1000);
+			sent = command();
+		} catch (error) {
+			ended(false);
+			return settled(true, error);
 		}
 
-		const took = performance.now() - started;
-		if (sentAt > this.#answeredSentAt) this.#answeredSentAt = sentAt;
-		this.#latencyMs = this.#latencyMs === undefined ? took : this.#latencyMs * 0.9 + took * 0.1;
-		return value;
+		settleWithin(sent, timeoutMs ?? this.#options.timeoutMs, operation, (...outcome) => {
+			ended(!outcome[0]);
+			settled(...outcome);
+		});
 	}
 
 	/** Falls back to memory because of `error`. Does nothing if already there. */

@@ -32,14 +32,13 @@ export class RedisScript {
 	}
 
 	/** Runs the script on `client`. Rejects with the client's error for anything but `NOSCRIPT`. */
-	async run(client: RedisClient, keys: readonly string[], args: readonly ScriptArgument[] = []): Promise<unknown> {
-		const options = { keys: [...keys], arguments: args.map(String) };
-		try {
-			return await client.evalSha(this.sha1, options);
-		} catch (error) {
+	run(client: RedisClient, keys: readonly string[], args: readonly ScriptArgument[] = []): Promise<unknown> {
+		// node-redis only reads the keys, which need no copy.
+		const options = { keys: keys as string[], arguments: args.map(String) };
+		return (client.evalSha(this.sha1, options) as Promise<unknown>).catch((error: unknown) => {
 			if (!isNoScriptError(error)) throw error;
 			return client.eval(this.source, options);
-		}
+		});
 	}
 }
 
