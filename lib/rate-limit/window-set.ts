@@ -1,7 +1,7 @@
 import type { CountOperation, KeySetDescription, ScriptCall } from '../counting/engine.js';
 import { type MemoryCounts, roundCount } from '../counting/memory-counts.js';
 import { mergeWindow, windowModel } from '../counting/window.js';
-import { RedisScript } from '../redis/script.js';
+import { RedisScript, type ScriptArgument } from '../redis/script.js';
 
 /**
  * Lua: counts are kept in Redis as decimal text ("12", "0.35") and computed on in whole
@@ -153,16 +153,35 @@ export interface WindowSet extends KeySetDescription {
 /** The kind of count of a window of `windowMs`: each window length merges with its own default expiry. */
 const kindOf = (windowMs: number) => `window:${windowMs}`;
 
-/** `counters` as script calls: one per group on a cluster, else one for all. */
+/**
+ * `counters` as script calls: one per group on a cluster, else one for all. A call's
+ * arguments are `first`, then what `push` adds for each of its counters.
+ */
 const callsOf = (
 	script: RedisScript,
 	counters: Counters,
 	cluster: boolean,
-	args: (group: readonly Counter[]) => ScriptCall['args'],
+	first: readonly ScriptArgument[],
+	push: (args: ScriptArgument[], counter: Counter) => void,
 ): ScriptCall[] => {
-	const groups = counters.filter((group) => group.length > 0);
-	const together = cluster ? groups : [groups.flat()];
-	return together.map((group) => ({ script, keys: group.map((counter) => counter.key), args: args(group) }));
+	const calls: ScriptCall[] = [];
+	let keys: string[] = [];
+	let args: ScriptArgument[] = [...first];
+	for (const group of counters) {
+		for (const counter of group) {
+			keys.push(counter.key);
+			push(args, counter);
+		}
+
+		if (cluster && keys.length > 0) {
+			calls.push({ script, keys, args });
+			keys = [];
+			args = [...first];
+		}
+	}
+
+	if (!cluster) calls.push({ script, keys, args });
+	return calls;
 };
 
 /** The groups of `counters` as they were sent by {@link callsOf}: one per call. */
@@ -173,7 +192,9 @@ const sentGroups = (counters: Counters, cluster: boolean): (readonly Counter[])[
 
 /**
  * Reads the replies of {@link callsOf} back into `counters`' groups: each reply is
- * { flag, then count and window left for each key }. Keeps a copy of each count in memory.
+ * { flag, then count and window left for each key }, in the order of the counters (one
+ * reply for all of them, or on a cluster one per group that has any). Keeps a copy of
+ * each count in memory.
  */
 const countsOf = (
 	replies: readonly unknown[],
@@ -181,22 +202,35 @@ const countsOf = (
 	memory: MemoryCounts,
 	now: number,
 ): { counts: WindowCount[][]; flags: boolean[] } => {
-	const byKey = new Map<string, WindowCount>();
-	const flags: boolean[] = [];
-	const sent = replies.length === 1 ? [counters.flat()] : counters.filter((group) => group.length > 0);
-	replies.forEach((reply, call) => {
-		const values = reply as unknown[];
-		flags.push(Number(values[0]) === 1);
-		sent[call]!.forEach((counter, index) => {
+	const perGroup = replies.length > 1;
+	const counts: WindowCount[][] = [];
+	let reply = 0;
+	let index = 0;
+	for (const group of counters) {
+		const groupCounts: WindowCount[] = [];
+		for (const counter of group) {
+			const values = replies[reply] as unknown[];
 			const count = roundCount(Number(values[1 + index * 2]));
 			const leftMs = Number(values[2 + index * 2]);
 			const resetAt = now + (leftMs > 0 ? leftMs : counter.windowMs);
 			memory.mirror(counter.key, kindOf(counter.windowMs), count, now, resetAt, now);
-			byKey.set(counter.key, { count, resetAt });
-		});
-	});
-	return { counts: counters.map((group) => group.map((counter) => byKey.get(counter.key)!)), flags };
+			groupCounts.push({ count, resetAt });
+			index++;
+		}
+
+		if (perGroup && group.length > 0) {
+			reply++;
+			index = 0;
+		}
+
+		counts.push(groupCounts);
+	}
+
+	return { counts, flags: replies.map((values) => Number((values as unknown[])[0]) === 1) };
 };
+
+/** No counter group: what took the cost of a request that was admitted. */
+const NONE: readonly (readonly Counter[])[] = Object.freeze([]);
 
 /** Whether `count` may take `cost` under `limit`: not spent yet, and the cost fits. */
 export const fits = (count: number, cost: number, limit: number): boolean =>
@@ -228,12 +262,12 @@ export const windowSet = (windowsMs: readonly number[]): WindowSet => {
 		take: {
 			name: 'take',
 			calls: ({ counters, cost }, cluster) =>
-				callsOf(TAKE, counters, cluster, (group) => [cost, ...group.flatMap((c) => [c.windowMs, c.limit])]),
+				callsOf(TAKE, counters, cluster, [cost], (args, counter) => args.push(counter.windowMs, counter.limit)),
 			fromRedis: (replies, { counters, cost }, memory, now) => {
 				const { counts, flags } = countsOf(replies, counters, memory, now);
 				const admitted = flags.every(Boolean);
-				const groups = sentGroups(counters, replies.length > 1);
-				const takenBy = admitted || cost === 0 ? [] : groups.filter((_group, call) => flags[call]);
+				if (admitted || cost === 0) return { admitted, counts, takenBy: NONE };
+				const takenBy = sentGroups(counters, replies.length > 1).filter((_group, call) => flags[call]);
 				return { admitted, counts, takenBy };
 			},
 			inMemory: (memory, { counters, cost }, now, journal) => {
@@ -248,13 +282,13 @@ export const windowSet = (windowsMs: readonly number[]): WindowSet => {
 		add: {
 			name: 'add',
 			calls: ({ counters, amount }, cluster) =>
-				callsOf(ADD, counters, cluster, (group) => [amount, ...group.map((c) => c.windowMs)]),
+				callsOf(ADD, counters, cluster, [amount], (args, counter) => args.push(counter.windowMs)),
 			fromRedis: (replies, { counters }, memory, now) => countsOf(replies, counters, memory, now).counts,
 			inMemory: (memory, { counters, amount }, now, journal) => addInMemory(memory, counters, amount, now, journal),
 		},
 		read: {
 			name: 'read',
-			calls: (counters, cluster) => callsOf(READ, counters, cluster, () => []),
+			calls: (counters, cluster) => callsOf(READ, counters, cluster, [], () => {}),
 			fromRedis: (replies, counters, memory, now) => countsOf(replies, counters, memory, now).counts,
 			inMemory: (memory, counters, now) =>
 				counters.map((group) => group.map((counter) => readMemory(memory, counter, now))),
