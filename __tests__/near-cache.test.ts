@@ -46,6 +46,22 @@ describe('the near cache', () => {
 		expect(await roundTrips(() => agent.get('/count').expect(200))).toBe(1);
 	});
 
+	it('serves a copy through a serializer whose parse answers with a promise, by promise and by callback', async () => {
+		const serializer = { stringify: JSON.stringify, parse: async (text: string) => JSON.parse(text) as SessionData };
+		const { store, roundTrips } = await instance({ serializer });
+		const sid = newSid();
+		await store.set(sid, session('gus'));
+		let read: unknown;
+		expect(await roundTrips(async () => (read = await store.get(sid)))).toBe(0);
+		expect(read).toMatchObject({ user: 'gus' });
+		// Wrapped, so that a promise given to the callback would show as one.
+		const byCallback = new Promise<{ value: unknown }>((resolve, reject) =>
+			store.get(sid, (error, value) => (error ? reject(error) : resolve({ value }))),
+		);
+		expect(await roundTrips(() => byCallback)).toBe(0);
+		expect((await byCallback).value).toMatchObject({ user: 'gus' });
+	});
+
 	it('sees a change made on another instance as soon as Redis has told it', async () => {
 		const a = await instance();
 		const b = await instance();

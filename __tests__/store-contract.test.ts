@@ -272,5 +272,21 @@ describe.each<StoreMode>(['redis', 'memory-only', 'fallen-back'])('the store con
 			expect(await custom.get(sid)).toMatchObject({ user: 'erin' });
 			if (mode === 'redis') expect(await fixture.redis.command('GET', `custom:${sid}`)).toMatch(/^v1:\{/);
 		});
+
+		it('reads through a serializer whose parse answers with a promise, by promise and by callback', async () => {
+			const serializer = {
+				stringify: (s: SessionData) => JSON.stringify(s),
+				parse: async (text: string) => JSON.parse(text) as SessionData,
+			};
+			const custom = await fixture.stores.create(mode, { serializer, prefix: 'async:' });
+			const sid = newSid();
+			await custom.set(sid, data(60, { user: 'fay' }));
+			expect(await custom.get(sid)).toMatchObject({ user: 'fay' });
+			const byCallback = await new Promise((resolve, reject) =>
+				custom.get(sid, (error, session) => (error ? reject(error) : resolve(session))),
+			);
+			expect(byCallback).toMatchObject({ user: 'fay' });
+			expect(await custom.get(newSid())).toBeNull();
+		});
 	});
 });

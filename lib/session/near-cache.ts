@@ -55,6 +55,17 @@ export class NearCache {
 		return this.#generation;
 	}
 
+	/**
+	 * The text of `sid` if its copy serves a read now: it is current, and neither a destroy
+	 * nor a write of the outage waits to reach Redis (the read then takes the long way,
+	 * which sees them).
+	 */
+	servable(sid: string): string | undefined {
+		const journal = this.#journal;
+		if (journal.isDestroyed(sid) || journal.hasPendingWrite(sid) || this.#memory.isDestroyed(sid)) return undefined;
+		return this.text(sid);
+	}
+
 	/** The text of `sid` if its copy may answer a read with no round trip. */
 	text(sid: string): string | undefined {
 		const failover = this.#failover;

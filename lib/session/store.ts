@@ -1,6 +1,7 @@
 import { RedisStore } from 'connect-redis';
 import { Store, type SessionData } from 'express-session';
-import { type Callback, settle, settleInCheckPhase } from '../callback.js';
+import { type Callback, inCheckPhase, settle, settleInCheckPhase } from '../callback.js';
+import { isPromiseLike, type MaybePromise, whenKnown } from '../maybe-async.js';
 import { StoreClosedError } from '../errors.js';
 import { type Attempt, type Backend, Failover } from '../redis/failover.js';
 import type { SessionWithId, StoreStats } from './store-types.js';
@@ -230,7 +231,13 @@ export class ResilientStore extends Store {
 	 * as express-session's own MemoryStore calls it (see `settleInCheckPhase`).
 	 */
 	get(sid: string, callback?: Callback<SessionData | null>): Promise<SessionData | null | undefined> {
-		return settleInCheckPhase(this.#get(sid), callback);
+		const copy = this.#closed ? undefined : this.#nearCache.servable(sid);
+		if (copy === undefined) return settleInCheckPhase(this.#get(sid), callback);
+		// Served by the near cache: no promise is needed on the way, but the one returned.
+		const session = this.#parseCopy(sid, copy);
+		if (isPromiseLike(session)) return settleInCheckPhase(Promise.resolve(session), callback);
+		if (callback) inCheckPhase(() => callback(null, session));
+		return Promise.resolve(session);
 	}
 
 	/**
@@ -327,13 +334,12 @@ export class ResilientStore extends Store {
 		if (this.#ownsClient && this.#client) await closeOwnedClient(this.#client, this.#config.timeoutMs);
 	}
 
+	/** A read that no current copy serves (see {@link get}). */
 	async #get(sid: string): Promise<SessionData | null> {
 		this.#assertOpen('get');
 		// Right after a recovery, what the outage changed may not be in Redis yet.
 		if (this.#isDestroyed(sid)) return null;
 		if (this.#journal.hasPendingWrite(sid) || !this.#sessions) return this.#memory.get(sid);
-		const cached = this.#nearCache.text(sid);
-		if (cached !== undefined) return this.#parseCopy(sid, cached);
 		const sessions = this.#sessions;
 		const operation = sessions.renewOnRead ? 'GET+EXPIRE' : 'GET';
 		const { value: read, stale } = await this.#nearCache.read(sid, () =>
@@ -380,10 +386,11 @@ export class ResilientStore extends Store {
 	}
 
 	/** A session from a copy this store made of it: what it parses to, or no session. */
-	async #parseCopy(sid: string, text: string): Promise<SessionData | null> {
-		const session = await parseSessionText(this.#config, this.#log, sid, text);
-		if (!session) this.#memory.forget(sid);
-		return session;
+	#parseCopy(sid: string, text: string): MaybePromise<SessionData | null> {
+		return whenKnown(parseSessionText(this.#config, this.#log, sid, text), (session) => {
+			if (!session) this.#memory.forget(sid);
+			return session;
+		});
 	}
 
 	/** When session `sid` ends, with an absolute lifetime (see lifetime.ts): `text` is its copy's. */
