@@ -26,6 +26,14 @@ export const isRedisClient = (value: unknown): value is RedisClient =>
 /** Whether `client` is a cluster, which has no single connection to watch. */
 export const isCluster = (client: RedisClient): boolean => 'masters' in client;
 
+/**
+ * Whether `client` is a plain client (`createClient`), neither a cluster nor a sentinel:
+ * the one kind whose `sendCommand(args)` takes the command alone, and sends it on one
+ * connection as it is.
+ */
+export const isStandalone = (client: RedisClient): boolean =>
+	!isCluster(client) && typeof client.getMasterNode !== 'function';
+
 /** The parts of a cluster client's slot map (redis v5 and v6) that {@link refreshTopology} uses. */
 interface ClusterNode {
 	readonly client?: { readonly isReady?: boolean };

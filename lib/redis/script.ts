@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { RedisClient } from './client.js';
+import { isStandalone, type RedisClient } from './client.js';
 
 /** An argument of a script; numbers are sent as their decimal text. */
 export type ScriptArgument = string | number;
@@ -21,6 +21,11 @@ export const isNoScriptError = (error: unknown): boolean =>
  * - Every key the script touches must be passed in `keys`. A cluster routes the command
  *   by the first key, so all keys must hash to the same slot: give them one hash tag
  *   (`{...}`).
+ * - On a plain client (`createClient`) the command goes as it is through `sendCommand`:
+ *   node-redis's `evalSha` would parse it into the same words again and, on a client with
+ *   a client-side cache (the store's, for its near cache), look up for every call whether
+ *   its reply may be cached, which a script's never is. A cluster routes by key and a
+ *   sentinel by role, so they take `evalSha`.
  */
 export class RedisScript {
 	readonly source: string;
@@ -33,6 +38,14 @@ export class RedisScript {
 
 	/** Runs the script on `client`. Rejects with the client's error for anything but `NOSCRIPT`. */
 	run(client: RedisClient, keys: readonly string[], args: readonly ScriptArgument[] = []): Promise<unknown> {
+		if (isStandalone(client)) {
+			const tail = [String(keys.length), ...keys, ...args.map(String)];
+			return (client.sendCommand(['EVALSHA', this.sha1, ...tail]) as Promise<unknown>).catch((error: unknown) => {
+				if (!isNoScriptError(error)) throw error;
+				return client.sendCommand(['EVAL', this.source, ...tail]);
+			});
+		}
+
 		// node-redis only reads the keys, which need no copy.
 		const options = { keys: keys as string[], arguments: args.map(String) };
 		return (client.evalSha(this.sha1, options) as Promise<unknown>).catch((error: unknown) => {
