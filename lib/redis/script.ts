@@ -39,10 +39,11 @@ export class RedisScript {
 	/** Runs the script on `client`. Rejects with the client's error for anything but `NOSCRIPT`. */
 	run(client: RedisClient, keys: readonly string[], args: readonly ScriptArgument[] = []): Promise<unknown> {
 		if (isStandalone(client)) {
-			const tail = [String(keys.length), ...keys, ...args.map(String)];
-			return (client.sendCommand(['EVALSHA', this.sha1, ...tail]) as Promise<unknown>).catch((error: unknown) => {
+			const command = ['EVALSHA', this.sha1, String(keys.length), ...keys];
+			for (const arg of args) command.push(String(arg));
+			return (client.sendCommand(command) as Promise<unknown>).catch((error: unknown) => {
 				if (!isNoScriptError(error)) throw error;
-				return client.sendCommand(['EVAL', this.source, ...tail]);
+				return client.sendCommand(['EVAL', this.source, ...command.slice(2)]);
 			});
 		}
 
