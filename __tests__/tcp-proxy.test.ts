@@ -39,6 +39,13 @@ const connect = async () => {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** The round trips, and of them those of PINGs alone, that the proxy counts during `step`. */
+const counted = async (step: () => Promise<void>) => {
+	const [trips, pings] = [proxy.roundTrips, proxy.pingRoundTrips];
+	await step();
+	return { trips: proxy.roundTrips - trips, pings: proxy.pingRoundTrips - pings };
+};
+
 describe('TcpProxy round trip count', () => {
 	it('counts commands sent one after the other, each after its answer, once each', async () => {
 		const { socket, replies } = await connect();
@@ -72,27 +79,27 @@ describe('TcpProxy round trip count', () => {
 
 	it('tells round trips of PINGs alone from those of other commands', async () => {
 		const { socket, replies } = await connect();
-		const [trips, pings] = [proxy.roundTrips, proxy.pingRoundTrips];
-		socket.write('*1\r\n$4\r\nPING\r\n');
-		await replies(1);
-		socket.write('*2\r\n$3\r\nGET\r\n$1\r\nk\r\n');
-		await replies(2);
-		socket.write('ping\r\nPING\r\n');
-		await replies(4);
-		expect(proxy.roundTrips - trips).toBe(3);
-		expect(proxy.pingRoundTrips - pings).toBe(2);
+		const counts = await counted(async () => {
+			socket.write('*1\r\n$4\r\nPING\r\n');
+			await replies(1);
+			socket.write('*2\r\n$3\r\nGET\r\n$1\r\nk\r\n');
+			await replies(2);
+			socket.write('ping\r\nPING\r\n');
+			await replies(4);
+		});
+		expect(counts).toEqual({ trips: 3, pings: 2 });
 	});
 
 	it("counts a round trip that starts with a PING and carries another command as the command's", async () => {
 		const { socket, replies } = await connect();
 		proxy.slow(50);
-		const [trips, pings] = [proxy.roundTrips, proxy.pingRoundTrips];
-		socket.write('PING\r\n');
-		await sleep(10);
-		socket.write('GET k\r\n');
-		await replies(2);
-		expect(proxy.roundTrips - trips).toBe(1);
-		expect(proxy.pingRoundTrips - pings).toBe(0);
+		const counts = await counted(async () => {
+			socket.write('PING\r\n');
+			await sleep(10);
+			socket.write('GET k\r\n');
+			await replies(2);
+		});
+		expect(counts).toEqual({ trips: 1, pings: 0 });
 	});
 
 	it('counts two connections waiting at the same time twice', async () => {
