@@ -231,10 +231,16 @@ export class ResilientStore extends Store {
 	 * as express-session's own MemoryStore calls it (see `settleInCheckPhase`).
 	 */
 	get(sid: string, callback?: Callback<SessionData | null>): Promise<SessionData | null | undefined> {
-		const copy = this.#closed ? undefined : this.#nearCache.servable(sid);
-		if (copy === undefined) return settleInCheckPhase(this.#get(sid), callback);
-		// Served by the near cache: no promise is needed on the way, but the one returned.
-		const session = this.#parseCopy(sid, copy);
+		let session;
+		try {
+			const copy = this.#closed ? undefined : this.#nearCache.servable(sid);
+			if (copy === undefined) return settleInCheckPhase(this.#get(sid), callback);
+			// Served by the near cache: no promise is needed on the way, but the one returned.
+			session = this.#parseCopy(sid, copy);
+		} catch (error) {
+			return settleInCheckPhase(Promise.reject(error), callback);
+		}
+
 		if (isPromiseLike(session)) return settleInCheckPhase(Promise.resolve(session), callback);
 		if (callback) inCheckPhase(() => callback(null, session));
 		return Promise.resolve(session);
