@@ -413,7 +413,6 @@ const LINK_LABELS: Readonly<Record<string, string>> = {
 	login: 'login',
 };
 
-/** Latency with Redis 2 ms away: ResilientStore's median at most this share of connect-redis's. */
 /**
  * How often ResilientStore's near cache may prove its connection with a PING at most,
  * with the defaults: half of `nearCacheMaxLagMs`.
@@ -422,6 +421,7 @@ const PING_EVERY_MS = storeDefaults.nearCacheMaxLagMs / 2;
 
 const formatSeconds = (ms: number): string => (ms / 1000).toFixed(1);
 
+/** Latency with Redis 2 ms away: ResilientStore's median at most this share of connect-redis's. */
 export const LATENCY_TARGETS: Readonly<Record<string, number>> = { read: 0.35, write: 0.65, ratelimit: 0.55, login: 1 };
 
 /** Loopback requests/s: ResilientStore at least this share of connect-redis's, every kind. */
