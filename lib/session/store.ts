@@ -1,7 +1,7 @@
 import { RedisStore } from 'connect-redis';
 import { Store, type SessionData } from 'express-session';
 import { type Callback, inCheckPhase, settle, settleInCheckPhase } from '../callback.js';
-import { isPromiseLike, type MaybePromise, whenKnown } from '../maybe-async.js';
+import { isPromiseLike } from '../maybe-async.js';
 import { StoreClosedError } from '../errors.js';
 import { type Attempt, type Backend, Failover } from '../redis/failover.js';
 import type { SessionWithId, StoreStats } from './store-types.js';
@@ -91,7 +91,7 @@ export class ResilientStore extends Store {
 
 		this.#serializer = guardSerializer(config.serializer);
 		this.#ownsClient = config.client === undefined && config.url !== undefined;
-		const nearCache = new NearCache(this.#memory, this.#journal, config);
+		const nearCache = new NearCache(this.#memory, this.#journal, config, this.#log);
 		this.#nearCache = nearCache;
 		const tracking = this.#ownsClient ? createTracking(nearCache) : undefined;
 		this.#tracked = tracking !== undefined;
@@ -233,14 +233,13 @@ export class ResilientStore extends Store {
 	get(sid: string, callback?: Callback<SessionData | null>): Promise<SessionData | null | undefined> {
 		let session;
 		try {
-			const copy = this.#closed ? undefined : this.#nearCache.servable(sid);
-			if (copy === undefined) return settleInCheckPhase(this.#get(sid), callback);
-			// Served by the near cache: no promise is needed on the way, but the one returned.
-			session = this.#parseCopy(sid, copy);
+			session = this.#closed ? undefined : this.#nearCache.session(sid);
 		} catch (error) {
 			return settleInCheckPhase(Promise.reject(error), callback);
 		}
 
+		if (session === undefined) return settleInCheckPhase(this.#get(sid), callback);
+		// Served by the near cache: no promise is needed on the way, but the one returned.
 		if (isPromiseLike(session)) return settleInCheckPhase(Promise.resolve(session), callback);
 		if (callback) inCheckPhase(() => callback(null, session));
 		return Promise.resolve(session);
@@ -389,14 +388,6 @@ export class ResilientStore extends Store {
 		if (left !== undefined && left === fullTtl) this.#users.extended(sid, session, left);
 
 		return session;
-	}
-
-	/** A session from a copy this store made of it: what it parses to, or no session. */
-	#parseCopy(sid: string, text: string): MaybePromise<SessionData | null> {
-		return whenKnown(parseSessionText(this.#config, this.#log, sid, text), (session) => {
-			if (!session) this.#memory.forget(sid);
-			return session;
-		});
 	}
 
 	/** When session `sid` ends, with an absolute lifetime (see lifetime.ts): `text` is its copy's. */
