@@ -149,6 +149,20 @@ export const storeOpsMarkdown = (result: StoreOpsResult, info: RunInfo): string 
 			'llrrrrr',
 		),
 		'',
+		'**CPU per request, the store alone.** The calls express-session makes for a read-only request',
+		'(`get`, then `touch`) and for one that changes its session (`get`, then `set`), 16 requests at',
+		`a time, ${formatNumber(result.options.cpuRequestsPerRound)} per store, kind and round, in the same interleaved rounds`,
+		"scheme; the CPU time of the benchmark's process (all its threads: the store, its Redis client,",
+		"their garbage; not Redis's own) over the requests. The ratio is the median of the per-round",
+		"ratios to connect-redis's. No HTTP: a server's requests cost this plus what Express,",
+		'express-session and Node\'s HTTP cost, which are the same for every store.',
+		'',
+		markdownTable(
+			['store', 'request', 'CPU µs/request', `vs ${STORE_LABELS[BASELINE]}`],
+			result.cpu.map((row) => [STORE_LABELS[row.kind], row.request, row.cpuUs.toFixed(1), row.ratio.toFixed(2)]),
+			'llrr',
+		),
+		'',
 	].join('\n');
 
 export const memoryMarkdown = (result: MemoryRunResult, info: RunInfo): string => {

@@ -103,7 +103,7 @@ const parseOptions = () => {
 			warmupS: quick ? 0.5 : 1,
 			connections: number(values.connections, 16),
 		},
-		storeOps: { rounds: quick ? 2 : 5, callsPerRound: quick ? 500 : 3_000, sessions: 100 },
+		storeOps: { rounds: quick ? 2 : 5, callsPerRound: quick ? 500 : 3_000, sessions: 100, cpuRequestsPerRound: quick ? 2_000 : 20_000 },
 		memory: { sessions: 10_000, repeats: quick ? 1 : 2 },
 		metrics: {
 			rounds: number(values.rounds, quick ? 2 : 15),
