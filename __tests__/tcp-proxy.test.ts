@@ -1,5 +1,6 @@
 import { once } from 'node:events';
 import net from 'node:net';
+import { sleep } from './helpers/common.js';
 import { RedisServer } from './helpers/redis-server.js';
 import { TcpProxy } from './helpers/tcp-proxy.js';
 
@@ -36,8 +37,6 @@ const connect = async () => {
 
 	return { socket, replies };
 };
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** The round trips, and of them those of PINGs alone, that the proxy counts during `step`. */
 const counted = async (step: () => Promise<void>) => {
