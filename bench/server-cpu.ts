@@ -28,7 +28,7 @@
  */
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
-import { mainThreadMicros, processMicros } from './cpu-usage.js';
+import { mainThreadMicros, pageFaultMicros, processMicros, processMinorFaults } from './cpu-usage.js';
 import { killChildrenOnExit } from './processes.js';
 import { BenchRedis, freePort } from './redis-server.js';
 import { logIn, type ServerProcess, startServer } from './server-process.js';
@@ -48,17 +48,23 @@ const USAGE = `Usage: npm run bench:cpu -- [options]
 
 /**
  * What is measured: CPU µs per request of the server's main thread, of the whole server
- * process and of Redis; and requests/s.
+ * process and of Redis; the server process's minor page faults per request (see
+ * `pageFaultMicros`: V8 maps fresh pages into its heap as it grows, after giving back
+ * those a full collection emptied); and requests/s.
  */
-const CPU_METERS = ['main', 'process', 'redis'] as const;
-const METERS = [...CPU_METERS, 'rate'] as const;
+const COUNTED_METERS = ['main', 'process', 'redis', 'faults'] as const;
+const METERS = [...COUNTED_METERS, 'rate'] as const;
 type Meter = (typeof METERS)[number];
 const METER_TITLES: Record<Meter, string> = {
 	main: 'main thread µs/req',
 	process: 'process µs/req',
 	redis: 'redis-server µs/req',
+	faults: 'page faults/req',
 	rate: 'requests/s',
 };
+
+/** Decimals shown per meter: faults per request are a few at most. */
+const DECIMALS: Record<Meter, number> = { main: 0, process: 0, redis: 0, faults: 2, rate: 0 };
 
 /**
  * Sends `requests` requests of `scenario` to `server`, 16 at a time; resolves with the
@@ -136,7 +142,8 @@ const main = async (): Promise<void> => {
 	const urls = { redisUrl: redis.url, downUrl: `redis://127.0.0.1:${await freePort()}` };
 	console.log(
 		`server CPU and requests/s per request kind, ${rounds} rounds of ${requests} requests, ` +
-			`${processes} server process(es) per store, ${new Date().toISOString()}`,
+			`${processes} server process(es) per store, ${new Date().toISOString()}; ` +
+			`a page fault costs this machine ${pageFaultMicros().toFixed(2)} µs`,
 	);
 	try {
 		for (const scenario of scenarios) {
@@ -154,19 +161,25 @@ const main = async (): Promise<void> => {
 				for (const server of servers.flat()) cookies.set(server, await logIn(server.port, 64));
 				for (const server of servers.flat()) await load(server, scenario, cookies.get(server)!, 3_000);
 				// Per kind and round: the mean over the kind's processes of each meter per request.
-				const perRound = servers.map((): Record<Meter, number[]> => ({ main: [], process: [], redis: [], rate: [] }));
+				const perRound = servers.map((): Record<Meter, number[]> => ({ main: [], process: [], redis: [], faults: [], rate: [] }));
 				for (let round = 0; round < rounds; round++) {
 					const order = servers.map((_, i) => i);
 					if (round % 2 === 1) order.reverse();
-					const sums = servers.map((): Record<Meter, number> => ({ main: 0, process: 0, redis: 0, rate: 0 }));
+					const sums = servers.map((): Record<Meter, number> => ({ main: 0, process: 0, redis: 0, faults: 0, rate: 0 }));
 					for (let p = 0; p < processes; p++) {
 						for (const i of order) {
 							const server = servers[i]![p]!;
 							const { pid } = server;
-							const before = { main: mainThreadMicros(pid), process: processMicros(pid), redis: await redis.cpuMicros() };
+							const counted = async () => ({
+								main: mainThreadMicros(pid),
+								process: processMicros(pid),
+								redis: await redis.cpuMicros(),
+								faults: processMinorFaults(pid),
+							});
+							const before = await counted();
 							const rate = await load(server, scenario, cookies.get(server)!, requests);
-							const after = { main: mainThreadMicros(pid), process: processMicros(pid), redis: await redis.cpuMicros() };
-							for (const meter of CPU_METERS) sums[i]![meter] += (after[meter] - before[meter]) / requests;
+							const after = await counted();
+							for (const meter of COUNTED_METERS) sums[i]![meter] += (after[meter] - before[meter]) / requests;
 							sums[i]!.rate += rate;
 						}
 					}
@@ -178,8 +191,9 @@ const main = async (): Promise<void> => {
 				console.log(`  ${''.padEnd(44)} ${METERS.map((meter) => METER_TITLES[meter].padStart(22)).join('')}`);
 				for (const [i, { label }] of measured.entries()) {
 					const cells = METERS.map((meter) => {
-						const figure = median(perRound[i]![meter]).toFixed(0).padStart(5);
-						if (i === 0) return figure.padStart(22);
+						const figure = median(perRound[i]![meter]).toFixed(DECIMALS[meter]).padStart(5);
+						// A count that can be 0 for the baseline gets no ratio.
+						if (i === 0 || meter === 'faults') return figure.padStart(22);
 						const ratio = median(perRound[i]![meter].map((value, round) => value / perRound[0]![meter][round]!));
 						return `${figure} (× ${ratio.toFixed(2)})`.padStart(22);
 					});
