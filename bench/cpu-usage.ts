@@ -46,11 +46,14 @@ const readProcessStat = (pid: number): ProcessStat | undefined => {
 /** CPU time (user + system) of the main thread of process `pid` so far, in microseconds (Linux). */
 export const mainThreadMicros = (pid: number): number => readStat(`/proc/${pid}/task/${pid}/stat`).ticks * TICK_MICROS;
 
-/** CPU time (user + system) of process `pid` so far, all its threads, in microseconds (Linux). */
-export const processMicros = (pid: number): number => readStat(`/proc/${pid}/stat`).ticks * TICK_MICROS;
-
-/** Minor page faults of process `pid` so far, all its threads (Linux). */
-export const processMinorFaults = (pid: number): number => readStat(`/proc/${pid}/stat`).minorFaults;
+/**
+ * CPU time (user + system) of process `pid` so far, all its threads, in microseconds, and
+ * its minor page faults so far, from one read of its `stat` (Linux).
+ */
+export const processUsage = (pid: number): { readonly micros: number; readonly minorFaults: number } => {
+	const { ticks, minorFaults } = readStat(`/proc/${pid}/stat`);
+	return { micros: ticks * TICK_MICROS, minorFaults };
+};
 
 /**
  * What a minor page fault costs this machine, in microseconds: the time to touch each

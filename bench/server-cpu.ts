@@ -28,7 +28,7 @@
  */
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
-import { mainThreadMicros, pageFaultMicros, processMicros, processMinorFaults } from './cpu-usage.js';
+import { mainThreadMicros, pageFaultMicros, processUsage } from './cpu-usage.js';
 import { killChildrenOnExit } from './processes.js';
 import { BenchRedis, freePort } from './redis-server.js';
 import { logIn, type ServerProcess, startServer } from './server-process.js';
@@ -170,12 +170,10 @@ const main = async (): Promise<void> => {
 						for (const i of order) {
 							const server = servers[i]![p]!;
 							const { pid } = server;
-							const counted = async () => ({
-								main: mainThreadMicros(pid),
-								process: processMicros(pid),
-								redis: await redis.cpuMicros(),
-								faults: processMinorFaults(pid),
-							});
+							const counted = async () => {
+								const { micros, minorFaults } = processUsage(pid);
+								return { main: mainThreadMicros(pid), process: micros, redis: await redis.cpuMicros(), faults: minorFaults };
+							};
 							const before = await counted();
 							const rate = await load(server, scenario, cookies.get(server)!, requests);
 							const after = await counted();
