@@ -3,13 +3,20 @@ import type { Socket } from 'node:net';
 import type { Store } from 'express-session';
 import { inCheckPhase } from '../callback.js';
 
-const loaded = Symbol('resilient-session.loaded');
+/**
+ * The sessions express-session made from what the store held (`createSession`, also on
+ * `reload()`); `regenerate()` makes one that is not in it. Kept here rather than marked on
+ * the request or the session: the session shows the user's data alone, and Express gives
+ * every request a prototype of its application's own (`Object.setPrototypeOf` in
+ * `app.handle`), after which V8 makes a new hidden class for each property added to that
+ * request, which costs about 2.5 µs and leaves garbage in the old generation
+ * (bench/README.md, "Server CPU per request").
+ */
+const loadedSessions = new WeakSet<object>();
 
-type Marked = IncomingMessage & { [loaded]?: string; sessionID?: string };
-
-/** Marks `req` as carrying session `sid`, loaded from the store (called by the store). */
-export const markLoaded = (req: IncomingMessage, sid: string): void => {
-	(req as Marked)[loaded] = sid;
+/** Marks `session`, made by express-session from what the store held, as loaded (called by the store). */
+export const markLoaded = (session: object): void => {
+	loadedSessions.add(session);
 };
 
 /**
@@ -19,8 +26,8 @@ export const markLoaded = (req: IncomingMessage, sid: string): void => {
  * dropping or forging the cookie never escapes a limit.
  */
 export const storedSessionId = (req: IncomingMessage): string | undefined => {
-	const sid = (req as Marked)[loaded];
-	return sid !== undefined && sid === (req as Marked).sessionID ? sid : undefined;
+	const { session, sessionID } = req as IncomingMessage & { session?: { id?: string } | null; sessionID?: string };
+	return session && loadedSessions.has(session) && session.id === sessionID ? sessionID : undefined;
 };
 
 /**

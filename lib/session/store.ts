@@ -193,12 +193,12 @@ export class ResilientStore extends Store {
 
 	/**
 	 * Called by express-session when a request's session was found in the store; marks
-	 * the request so that the rate limit can tell a stored session from a new one.
+	 * the session so that the rate limit can tell a stored session from a new one.
 	 */
 	override createSession(...args: Parameters<Store['createSession']>): ReturnType<Store['createSession']> {
-		const [req] = args;
-		if (req.sessionID) markLoaded(req, req.sessionID);
-		return super.createSession(...args);
+		const session = super.createSession(...args);
+		if (args[0].sessionID) markLoaded(session);
+		return session;
 	}
 
 	/**
