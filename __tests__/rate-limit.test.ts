@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
 import { type EventEmitter, once } from 'node:events';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import type express from 'express';
 import request from 'supertest';
 import { ResilientStore, type ResilientStoreOptions, silentLogger } from '../lib/index.js';
@@ -446,6 +448,45 @@ describe('rateLimit() counts', () => {
 		await request(url).get('/expiring').expect(500);
 		expect(await limiter.getKey('ip:127.0.0.1')).toBeUndefined();
 		expect(await redis.command('EXISTS', 'rl:ip:127.0.0.1')).toBe(0);
+	});
+
+	it('keeps nothing of a request once it is answered: let through, refused, skipped or failed', async () => {
+		setFlagsFromString('--expose-gc');
+		const collect = runInNewContext('gc') as () => void;
+		const store = await newStore();
+		const limiter = rateLimit({
+			store,
+			logger: silentLogger,
+			limit: 2,
+			keyGenerator: (req) => {
+				if (req.get('x-fail')) throw new Error('no key for this request');
+				return 'shared';
+			},
+			skip: (req) => req.get('x-skip') === 'yes',
+		});
+		const requests: Array<WeakRef<object>> = [];
+		const watched: express.RequestHandler = (req, res, next) => {
+			requests.push(new WeakRef(req));
+			limiter(req, res, next);
+		};
+		const { url, close } = await listen(createLimitedApp(store, watched));
+		cleanups.push(close);
+		const call = () => callApi(url).set('Connection', 'close');
+
+		expect(await statuses(3, () => call())).toEqual([200, 200, 429]);
+		await call().set('x-skip', 'yes').expect(200);
+		await call().set('x-fail', 'yes').expect(500);
+		expect(requests).toHaveLength(5);
+
+		const alive = async () => {
+			for (let i = 0; i < 20 && requests.some((ref) => ref.deref()); i++) {
+				await new Promise((resolve) => setImmediate(resolve));
+				collect();
+			}
+
+			return requests.filter((ref) => ref.deref()).length;
+		};
+		expect(await alive()).toBe(0);
 	});
 
 	it('reads and resets a shared count with getKey and resetKey', async () => {

@@ -230,20 +230,29 @@ const asExpressRateLimitLogger = (logger: Logger): ExpressRateLimitOptions['logg
 };
 
 /**
- * Each request's ticket of one limit, from the middleware's start to its response: on the
- * request itself, under a symbol of the limit's own (two limits on one route each have
- * theirs), rather than in a WeakMap keyed by requests, whose entries the garbage collector
- * handles at a cost that showed in the rate-limited benchmark.
+ * Each request's ticket of one limit, while the request is in the limit's middleware: from
+ * its start to the call of its `next` or of the handler of refused requests, whichever
+ * comes, so that no entry outlives its request. In a `Map` of the limit's own (two limits
+ * on one route each have theirs), neither on the request, which would cost every request
+ * a new hidden class (see `markLoaded`), nor in a `WeakMap` keyed by requests, whose
+ * entries the garbage collector handles at a cost that showed in the rate-limited benchmark.
  */
 class Tickets {
-	readonly #symbol = Symbol('resilient-session rateLimit() ticket');
+	readonly #held = new Map<Request, Ticket>();
 
 	give(request: Request, ticket: Ticket): void {
-		(request as unknown as Record<symbol, Ticket>)[this.#symbol] = ticket;
+		this.#held.set(request, ticket);
 	}
 
 	of(request: Request): Ticket | undefined {
-		return (request as unknown as Record<symbol, Ticket | undefined>)[this.#symbol];
+		return this.#held.get(request);
+	}
+
+	/** The request's ticket, given back: the request is out of the middleware. */
+	takeBack(request: Request): Ticket | undefined {
+		const ticket = this.#held.get(request);
+		this.#held.delete(request);
+		return ticket;
 	}
 }
 
@@ -373,9 +382,7 @@ export const rateLimit = (options: RateLimitOptions): RateLimitRequestHandler =>
 	const observers = observersOf(config.store);
 
 	/** `req.rateLimit` and the headers, once the request was counted; the shown window for a refused one. */
-	const describeRequest = (request: Request, response: Response): MaybePromise<Shown | undefined> => {
-		const ticket = tickets.of(request);
-		if (!ticket) return undefined;
+	const describeRequest = (request: Request, response: Response, ticket: Ticket): MaybePromise<Shown | undefined> => {
 		const { key } = ticket;
 		if (ticket.admitted === undefined || key === undefined) return undefined;
 		const shown = closestWindow(ticket, ticket.admitted ? 0 : ticket.cost);
@@ -398,7 +405,8 @@ export const rateLimit = (options: RateLimitOptions): RateLimitRequestHandler =>
 		statusCode: config.statusCode,
 		handler: async (request, response, next) => {
 			observers.rateLimit('limited');
-			const shown = await describeRequest(request, response);
+			const ticket = tickets.takeBack(request);
+			const shown = ticket && (await describeRequest(request, response, ticket));
 			if (shown) await setRetryAfter(request, response, config, shown);
 			await config.handler(request, response, next, config);
 		},
@@ -423,6 +431,7 @@ export const rateLimit = (options: RateLimitOptions): RateLimitRequestHandler =>
 		// Watched from the start, as express-rate-limit does: a client may go away before its count.
 		const ended = config.skipFailedRequests || config.skipSuccessfulRequests ? responseEnd(response) : undefined;
 		limiter(request, response, (error?: unknown) => {
+			tickets.takeBack(request);
 			// Not counted (skipped, failed, or express-rate-limit went on without counting): a
 			// ticket still waiting under its key would be taken by the next request with that key.
 			if (ticket.admitted === undefined) counts.withdraw(ticket);
@@ -434,7 +443,7 @@ export const rateLimit = (options: RateLimitOptions): RateLimitRequestHandler =>
 
 			let described;
 			try {
-				described = describeRequest(request, response);
+				described = describeRequest(request, response, ticket);
 			} catch (describeError) {
 				return next(describeError);
 			}
