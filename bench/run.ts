@@ -46,7 +46,7 @@ const USAGE = `Usage: npm run bench -- [options]
 
   --only <parts>         comma-separated: ${PARTS.join(', ')} (default: all)
   --rounds <n>           measured rounds per store and scenario (default 5; the latency
-                         part's loopback rounds: 7, never fewer than 6 unless --quick)
+                         part's loopback rounds: 11, never fewer than 6 unless --quick)
   --round-seconds <s>    length of one throughput or loopback round (default 2)
   --connections <n>      autocannon connections (default 16)
   --quick                short rounds, fewer repeats; writes no results
@@ -97,7 +97,7 @@ const parseOptions = () => {
 			warmupRequests: quick ? 64 : 128,
 			latencyRounds: quick ? 2 : 6,
 			requestsPerRound: quick ? 20 : 50,
-			loopbackRounds: quick ? 2 : Math.max(6, number(values.rounds, 7)),
+			loopbackRounds: quick ? 2 : Math.max(6, number(values.rounds, 11)),
 			loopbackProcesses: quick ? 1 : 2,
 			roundS: number(values['round-seconds'], quick ? 1 : 2),
 			warmupS: quick ? 0.5 : 1,
