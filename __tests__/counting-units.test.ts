@@ -6,10 +6,13 @@ import { windowModel } from '../lib/counting/window.js';
 import { OnceLogger } from '../lib/logger.js';
 import type { RedisClient } from '../lib/redis/client.js';
 import { Failover } from '../lib/redis/failover.js';
+import { newTicket } from '../lib/rate-limit/counter-store.js';
+import { Tickets, TICKETS_SWEPT_FROM } from '../lib/rate-limit/tickets.js';
 import { recordingLogger } from './helpers/common.js';
 
-// Fast units, on fake timers: the memory side of the counting engine and the failover's
-// decisions. Their Redis behaviour is covered by the suites that run real servers.
+// Fast units, on fake timers: the memory side of the counting engine, rateLimit()'s tickets
+// and the failover's decisions. Their Redis behaviour is covered by the suites that run real
+// servers.
 
 beforeEach(() => {
 	jest.useFakeTimers({ now: 1_000_000 });
@@ -155,6 +158,59 @@ class StandInClient extends EventEmitter {
 		return new Promise(() => {});
 	}
 }
+
+describe('Tickets', () => {
+	type Request = Parameters<Tickets['give']>[0];
+	/** A request in the middleware, its response in the state given. */
+	const inMiddleware = (response: { writableEnded: boolean; destroyed: boolean }) => {
+		const request = {} as Request;
+		return { request, ticket: newTicket(request, response as never) };
+	};
+
+	it('drops, once many are held, the tickets of requests whose response is over', () => {
+		const tickets = new Tickets();
+		const live = Array.from({ length: 10 }, () => inMiddleware({ writableEnded: false, destroyed: false }));
+		const ended = Array.from({ length: 500 }, () => inMiddleware({ writableEnded: true, destroyed: false }));
+		const gone = Array.from({ length: TICKETS_SWEPT_FROM - 511 }, () => inMiddleware({ writableEnded: false, destroyed: true }));
+		for (const { request, ticket } of [...live, ...ended, ...gone]) tickets.give(request, ticket);
+		expect(tickets.size).toBe(TICKETS_SWEPT_FROM - 1);
+
+		const last = inMiddleware({ writableEnded: false, destroyed: false });
+		tickets.give(last.request, last.ticket);
+		expect(tickets.size).toBe(11);
+		for (const { request, ticket } of [...live, last]) expect(tickets.of(request)).toBe(ticket);
+		expect(tickets.of(ended[0]!.request)).toBeUndefined();
+		expect(tickets.of(gone[0]!.request)).toBeUndefined();
+	});
+
+	it('looks again only once twice as many as were left are held', () => {
+		const tickets = new Tickets();
+		const held = Array.from({ length: TICKETS_SWEPT_FROM }, () => inMiddleware({ writableEnded: false, destroyed: false }));
+		for (const { request, ticket } of held) tickets.give(request, ticket);
+		// The first look found every one in flight: the next comes at twice as many.
+		(held[0]!.ticket.response as { writableEnded: boolean }).writableEnded = true;
+		for (let i = 0; i < TICKETS_SWEPT_FROM - 1; i++) {
+			const more = inMiddleware({ writableEnded: false, destroyed: false });
+			tickets.give(more.request, more.ticket);
+		}
+		expect(tickets.size).toBe(2 * TICKETS_SWEPT_FROM - 1);
+		expect(tickets.of(held[0]!.request)).toBe(held[0]!.ticket);
+
+		const last = inMiddleware({ writableEnded: false, destroyed: false });
+		tickets.give(last.request, last.ticket);
+		expect(tickets.size).toBe(2 * TICKETS_SWEPT_FROM - 1);
+		expect(tickets.of(held[0]!.request)).toBeUndefined();
+	});
+
+	it('gives each ticket back once', () => {
+		const tickets = new Tickets();
+		const { request, ticket } = inMiddleware({ writableEnded: false, destroyed: false });
+		tickets.give(request, ticket);
+		expect(tickets.takeBack(request)).toBe(ticket);
+		expect(tickets.takeBack(request)).toBeUndefined();
+		expect(tickets.size).toBe(0);
+	});
+});
 
 describe('Failover', () => {
 	const failoverOf = (client: StandInClient) =>

@@ -22,6 +22,7 @@ import {
 } from './options.js';
 import { closestWindow, EngineCounterStore, newTicket, type Shown, type Ticket } from './counter-store.js';
 import { type BudgetInfo, budgetInfo, setHeaders, setRetryAfter } from './headers.js';
+import { Tickets } from './tickets.js';
 
 export { rateLimitDefaults } from './options.js';
 export type {
@@ -228,33 +229,6 @@ const asExpressRateLimitLogger = (logger: Logger): ExpressRateLimitOptions['logg
 		error: (error, message) => logger.error(text(error, message), error),
 	};
 };
-
-/**
- * Each request's ticket of one limit, while the request is in the limit's middleware: from
- * its start to the call of its `next` or of the handler of refused requests, whichever
- * comes, so that no entry outlives its request. In a `Map` of the limit's own (two limits
- * on one route each have theirs), neither on the request, which would cost every request
- * a new hidden class (see `markLoaded`), nor in a `WeakMap` keyed by requests, whose
- * entries the garbage collector handles at a cost that showed in the rate-limited benchmark.
- */
-class Tickets {
-	readonly #held = new Map<Request, Ticket>();
-
-	give(request: Request, ticket: Ticket): void {
-		this.#held.set(request, ticket);
-	}
-
-	of(request: Request): Ticket | undefined {
-		return this.#held.get(request);
-	}
-
-	/** The request's ticket, given back: the request is out of the middleware. */
-	takeBack(request: Request): Ticket | undefined {
-		const ticket = this.#held.get(request);
-		this.#held.delete(request);
-		return ticket;
-	}
-}
 
 /**
  * The key generator given to express-rate-limit: `keyOf`, which also hands the request's
