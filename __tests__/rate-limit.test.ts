@@ -134,6 +134,21 @@ describe('rateLimit() keys', () => {
 		expect(own.body).toMatchObject({ key: `sid:${valid.id}`, used: 1 });
 	});
 
+	it('counts a request that let go of its session (req.session = null) by client IP', async () => {
+		const store = await newStore();
+		const limiter = rateLimit({ store, logger: silentLogger, limit: 5 });
+		const dropping: express.RequestHandler = (req, res, next) => {
+			if (req.get('x-drop-session')) req.session = null as never;
+			limiter(req, res, next);
+		};
+		const { url, close } = await listen(createLimitedApp(store, dropping));
+		cleanups.push(close);
+		const { cookie, id } = await login(url);
+
+		expect((await callApi(url, cookie).expect(200)).body.key).toBe(`sid:${id}`);
+		expect((await callApi(url, cookie).set('x-drop-session', 'yes').expect(200)).body.key).toBe('ip:127.0.0.1');
+	});
+
 	it('groups IPv6 clients by /56 and checks the proxy setup as express-rate-limit does', async () => {
 		const store = await newStore();
 		const logger = recordingLogger();

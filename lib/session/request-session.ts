@@ -9,8 +9,7 @@ import { inCheckPhase } from '../callback.js';
  * the request or the session: the session shows the user's data alone, and Express gives
  * every request a prototype of its application's own (`Object.setPrototypeOf` in
  * `app.handle`), after which V8 makes a new hidden class for each property added to that
- * request, which costs about 2.8 µs and leaves garbage in the old generation
- * (bench/README.md, "Server CPU per request"). Weakly held: nothing tells when a request is
+ * request, which costs about 2.7 µs (bench/README.md, "Server CPU per request"). Weakly held: nothing tells when a request is
  * done with its session (rateLimit()'s tickets have such a moment, and a `Map`).
  */
 const loadedSessions = new WeakSet<object>();
@@ -21,10 +20,11 @@ export const markLoaded = (session: object): void => {
 };
 
 /**
- * The id of the session this request brought with it, if the store knew it: `undefined`
- * for a request without a cookie, with an unknown or forged id, or whose session was
- * created (or regenerated) during this request. Rate limiting keys on this, so that
- * dropping or forging the cookie never escapes a limit.
+ * The id of the session this request brought with it, if the store knew it and the request
+ * still has it: `undefined` for a request without a cookie, with an unknown or forged id,
+ * whose session was created (or regenerated) during this request, or that let go of it
+ * (`req.session = null`, or destroyed). Rate limiting keys on this, so that dropping or
+ * forging the cookie never escapes a limit.
  */
 export const storedSessionId = (req: IncomingMessage): string | undefined => {
 	const { session, sessionID } = req as IncomingMessage & { session?: { id?: string } | null; sessionID?: string };
