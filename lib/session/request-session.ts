@@ -9,8 +9,9 @@ import { inCheckPhase } from '../callback.js';
  * the request or the session: the session shows the user's data alone, and Express gives
  * every request a prototype of its application's own (`Object.setPrototypeOf` in
  * `app.handle`), after which V8 makes a new hidden class for each property added to that
- * request, which costs about 2.7 µs (bench/README.md, "Server CPU per request"). Weakly held: nothing tells when a request is
- * done with its session (rateLimit()'s tickets have such a moment, and a `Map`).
+ * request, which costs about 2.7 µs (bench/README.md, "Server CPU per request"). Weakly
+ * held: nothing tells when a request is done with its session (rateLimit()'s tickets have
+ * such a moment, and a `Map`).
  */
 const loadedSessions = new WeakSet<object>();
 
