@@ -7,6 +7,7 @@
  * "Ours" is this process, its ancestors (npm, tsx) and all its descendants.
  */
 import { readdirSync, readFileSync } from 'node:fs';
+import { median } from './stats.js';
 
 export interface CpuSample {
 	/** All CPU time of the machine so far, idle included, in clock ticks over every core. */
@@ -73,7 +74,7 @@ export const pageFaultMicros = (): number => {
 		timings.push(Number(process.hrtime.bigint() - started) / 1000 / (size / page));
 	}
 
-	return timings.sort((a, b) => a - b)[2]!;
+	return median(timings);
 };
 
 /** A snapshot of the machine's CPU time, or `undefined` where /proc cannot tell. */
