@@ -3,9 +3,9 @@
  * and after Express gave it the prototype of its application (`Object.setPrototypeOf` in
  * `app.handle`). Each request object then has a hidden class of its own: V8 cannot reuse
  * the transition that the previous request took when the same property was added, and
- * builds a new hidden class (and a copy of its property descriptors, in the old
- * generation) every time. This is why the package marks nothing on `req` or `res`
- * (lib/session/request-session.ts, lib/rate-limit/rate-limit.ts).
+ * builds a new hidden class every time. This is why the package marks neither `req` nor
+ * `res` with properties of its own (lib/session/request-session.ts,
+ * lib/rate-limit/tickets.ts); it sets `req.rateLimit`, which express-rate-limit sets too.
  *
  * Run: `npm run bench:property-cost`. Prints, with and without the prototype swap and the
  * added property, whether two objects made alike share their hidden class (V8's own
