@@ -35,8 +35,10 @@ export type LatencyKind = (typeof LATENCY_KINDS)[number];
 export interface LatencyOptions {
 	/** Delay the proxy adds to every chunk, in each direction. */
 	readonly linkDelayMs: number;
-	/** Logged-in sessions per server that the session requests take turns with. */
+	/** Logged-in sessions per server that the session requests take turns with, Redis 2 ms away. */
 	readonly sessions: number;
+	/** The same on loopback. */
+	readonly loopbackSessions: number;
 	/** Requests per store and kind sent before measuring (every session is read in them). */
 	readonly warmupRequests: number;
 	readonly latencyRounds: number;
@@ -325,7 +327,7 @@ const measureLoopback = async (urls: StoreUrls, options: LatencyOptions, log: (l
 		{ rounds: LoopbackRound[]; non2xx: Record<LatencyKind, number>; fallbacks: number } | string
 	>();
 	try {
-		for (let i = 0; i < options.loopbackProcesses; i++) started.push(await startServers(urls, options.sessions));
+		for (let i = 0; i < options.loopbackProcesses; i++) started.push(await startServers(urls, options.loopbackSessions));
 		for (const scenario of SCENARIOS) {
 			const skipped = scenario.id === 'ratelimit' ? skipReason(started[0]!.servers) : undefined;
 			if (skipped) {

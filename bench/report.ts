@@ -506,7 +506,9 @@ export const latencyMarkdown = (result: LatencyResult, info: RunInfo): string =>
 		'# Latency with a distant Redis, and round trips per request',
 		'',
 		`ResilientStore and connect-redis 9, each behind Express 5 + express-session as in the throughput part, with`,
-		`${options.sessions} logged-in sessions per server.`,
+		options.loopbackSessions === options.sessions
+			? `${formatNumber(options.sessions)} logged-in sessions per server.`
+			: `${formatNumber(options.sessions)} logged-in sessions per server with Redis 2 ms away, ${formatNumber(options.loopbackSessions)} on loopback.`,
 		'',
 		`**Redis ${2 * options.linkDelayMs} ms away.** Both servers reach redis-server through a TCP proxy that delays every chunk by`,
 		`${options.linkDelayMs} ms in each direction (Node timers: a little more in practice; \`PING\` through it took a median`,

@@ -1,8 +1,9 @@
 /**
  * `npm run bench`: ResilientStore against the stores users would pick instead.
  *
- *   npm run bench                         everything (about 8 minutes)
+ *   npm run bench                         everything (about 14 minutes)
  *   npm run bench -- --only failover      one or more parts: throughput, latency, store-ops, memory, failover, metrics
+ *   npm run bench -- --sessions 5000      more logged-in users per server (default 64)
  *   npm run bench -- --quick              a short smoke run; writes no results
  *
  * Everything runs on 127.0.0.1 against a private redis-server (started here on a free
@@ -49,6 +50,8 @@ const USAGE = `Usage: npm run bench -- [options]
                          part's loopback rounds: 11, never fewer than 6 unless --quick)
   --round-seconds <s>    length of one throughput or loopback round (default 2)
   --connections <n>      autocannon connections (default 16)
+  --sessions <n>         logged-in sessions per server that the session requests take turns
+                         with, in the throughput, latency and metrics parts (default 64)
   --quick                short rounds, fewer repeats; writes no results
   --help                 this text`;
 
@@ -59,6 +62,7 @@ const parseOptions = () => {
 			rounds: { type: 'string' },
 			'round-seconds': { type: 'string' },
 			connections: { type: 'string' },
+			sessions: { type: 'string' },
 			quick: { type: 'boolean', default: false },
 			help: { type: 'boolean', default: false },
 		},
@@ -79,6 +83,8 @@ const parseOptions = () => {
 	};
 
 	const quick = values.quick;
+	const sessions = number(values.sessions, 64);
+	if (!Number.isInteger(sessions)) throw new Error(`--sessions takes a whole number, got ${values.sessions}\n\n${USAGE}`);
 	return {
 		parts: new Set(parts as Part[]),
 		quick,
@@ -87,13 +93,15 @@ const parseOptions = () => {
 			roundS: number(values['round-seconds'], quick ? 1 : 2),
 			warmupS: quick ? 0.5 : 1,
 			connections: number(values.connections, 16),
-			sessions: 64,
+			sessions,
 			censusRequests: quick ? 20 : 100,
 			maxRepeats: quick ? 0 : 1,
 		},
 		latency: {
 			linkDelayMs: 1,
+			// The warm-up reads every session of the slow link's servers: they keep 64.
 			sessions: 64,
+			loopbackSessions: sessions,
 			warmupRequests: quick ? 64 : 128,
 			latencyRounds: quick ? 2 : 6,
 			requestsPerRound: quick ? 20 : 50,
@@ -110,7 +118,7 @@ const parseOptions = () => {
 			roundS: number(values['round-seconds'], quick ? 1 : 2),
 			warmupS: quick ? 0.5 : 1,
 			connections: number(values.connections, 16),
-			sessions: 64,
+			sessions,
 		},
 		failover: defaultFailoverOptions,
 	};
