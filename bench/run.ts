@@ -103,8 +103,11 @@ const parseOptions = () => {
 			sessions: 64,
 			loopbackSessions: sessions,
 			warmupRequests: quick ? 64 : 128,
-			latencyRounds: quick ? 2 : 6,
-			requestsPerRound: quick ? 20 : 50,
+			// Short rounds: a server waits through the other's rounds (two in a row, A B B A),
+			// well under ResilientStore's nearCacheMaxLagMs (1 s), past which an idle
+			// instance's first read goes to Redis.
+			latencyRounds: quick ? 2 : 30,
+			requestsPerRound: quick ? 20 : 10,
 			loopbackRounds: quick ? 2 : Math.max(6, number(values.rounds, 11)),
 			loopbackProcesses: quick ? 1 : 2,
 			roundS: number(values['round-seconds'], quick ? 1 : 2),
