@@ -192,7 +192,8 @@ export const metricsMarkdown = (result: MetricsOverheadResult, info: RunInfo): s
 		'',
 		`One ResilientStore server on Redis, its \`collectMetrics()\` turned on and off between rounds: ` +
 			`${result.options.rounds} pairs of ${result.options.roundS}-second rounds per scenario (order alternating), ` +
-			`${result.options.connections} connections. Ratios: with metrics over without, median of the pairs’ ratios. ` +
+			`${result.options.connections} connections, ${result.options.sessions} logged-in sessions. ` +
+			'Ratios: with metrics over without, median of the pairs’ ratios. ' +
 			'CPU: the server process’s user + system time per request.',
 		'',
 		'| request | req/s off | req/s on | req/s ratio | CPU µs/request off | on | CPU ratio |',

@@ -21,7 +21,7 @@
  */
 import { IncomingMessage } from 'node:http';
 import { Socket } from 'node:net';
-import { GCProfiler, type GCProfilerResult, setFlagsFromString } from 'node:v8';
+import { GCProfiler, type GCProfilerResult, getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
 import { median } from './stats.js';
 
 setFlagsFromString('--allow-natives-syntax');
@@ -47,23 +47,32 @@ const variants = {
 	},
 } satisfies Record<string, () => object>;
 
+/** Bytes in use in the old generation, from a `GCProfiler` record. */
+const oldSpaceUsed = (spaces: readonly { spaceName: string; spaceUsedSize: number }[]): number =>
+	spaces.find((space) => space.spaceName === 'old_space')?.spaceUsedSize ?? 0;
+
+/** Bytes in use in the old generation now. */
+const oldSpaceUsedNow = (): number =>
+	getHeapSpaceStatistics().find((space) => space.space_name === 'old_space')?.space_used_size ?? 0;
+
 /**
- * How many bytes the old generation grew by over the collections of `statistics`: what
- * each scavenge moved there, and what was allocated there between one collection and
- * the next. A full collection's own shrinking is left out: it frees, it does not add.
+ * How many bytes the old generation grew by from `startUsed` to `endUsed` (its bytes in
+ * use at the start and at the end), over the collections of `statistics`: what each
+ * scavenge moved there, and what was allocated there between them (before the first and
+ * after the last too). A full collection's own shrinking is left out: it frees, it does
+ * not add.
  */
-const oldGenerationGrowth = (statistics: GCProfilerResult['statistics']): number => {
-	const oldSpace = (heap: GCProfilerResult['statistics'][number]['beforeGC']) =>
-		heap.heapSpaceStatistics.find((space) => space.spaceName === 'old_space')?.spaceUsedSize ?? 0;
+const oldGenerationGrowth = (startUsed: number, statistics: GCProfilerResult['statistics'], endUsed: number): number => {
 	let grown = 0;
-	let after: number | undefined;
+	let used = startUsed;
 	for (const { gcType, beforeGC, afterGC } of statistics) {
-		if (after !== undefined) grown += Math.max(0, oldSpace(beforeGC) - after);
-		if (gcType === 'Scavenge') grown += Math.max(0, oldSpace(afterGC) - oldSpace(beforeGC));
-		after = oldSpace(afterGC);
+		const [before, after] = [oldSpaceUsed(beforeGC.heapSpaceStatistics), oldSpaceUsed(afterGC.heapSpaceStatistics)];
+		grown += Math.max(0, before - used);
+		if (gcType === 'Scavenge') grown += Math.max(0, after - before);
+		used = after;
 	}
 
-	return grown;
+	return grown + Math.max(0, endUsed - used);
 };
 
 /**
@@ -73,6 +82,7 @@ const oldGenerationGrowth = (statistics: GCProfilerResult['statistics']): number
 const perObject = (make: () => object): { readonly nanos: number; readonly oldBytes: number } => {
 	const inFlight: object[] = [];
 	collectGarbage();
+	const startUsed = oldSpaceUsedNow();
 	const profiler = new GCProfiler();
 	profiler.start();
 	const start = process.hrtime.bigint();
@@ -82,7 +92,8 @@ const perObject = (make: () => object): { readonly nanos: number; readonly oldBy
 	}
 
 	const nanos = Number(process.hrtime.bigint() - start) / OBJECTS;
-	return { nanos, oldBytes: oldGenerationGrowth(profiler.stop().statistics) / OBJECTS };
+	const { statistics } = profiler.stop();
+	return { nanos, oldBytes: oldGenerationGrowth(startUsed, statistics, oldSpaceUsedNow()) / OBJECTS };
 };
 
 const samples = new Map<string, { nanos: number[]; oldBytes: number[] }>();

@@ -66,7 +66,7 @@ export const throughputMarkdown = (result: ThroughputResult, info: RunInfo): str
 		`process of its own, loaded by autocannon from another process with ${options.connections} connections on 127.0.0.1.`,
 		`Each store: ${options.warmupS} s of warm-up, then ${options.rounds} rounds of ${options.roundS} s, interleaved`,
 		'across stores (A B C D E, A B C D E, …); requests/s and latencies are medians over the rounds.',
-		'Session requests take turns with ' + `${options.sessions} logged-in sessions of about 260 bytes.`,
+		'Session requests take turns with ' + `${formatNumber(options.sessions)} logged-in sessions of about 260 bytes.`,
 		'',
 		'- **req/s**: responses per second; **vs connect-redis**: the ratio of the medians, in the same run.',
 		'- **p50 / p99**: latency of 2xx responses seen by the load generator, in ms (median over rounds).',
@@ -466,7 +466,7 @@ export const latencyTargets = (result: LatencyResult): TargetRow[] => {
 								`${perRequest(link.resilient.roundTripsPerRequest)} per request (${link.resilient.requestsWithRoundTrips} of ${link.resilient.requests} requests made any); ` +
 								`${pings} PING round trips in ${formatSeconds(spanMs)} s (at most ${allowedPings}: one per ${PING_EVERY_MS} ms); ` +
 								`connect-redis ${perRequest(link['connect-redis'].roundTripsPerRequest)}`,
-							met: link.resilient.requestsWithRoundTrips === 0 && pings <= allowedPings,
+							met: link.resilient.requestsWithRoundTrips === 0 && link.resilient.roundTripsPerRequest === 0 && pings <= allowedPings,
 						},
 			);
 		}
@@ -515,7 +515,8 @@ export const latencyMarkdown = (result: LatencyResult, info: RunInfo): string =>
 		`${formatMs(result.linkPingMs)} ms in this run, ${formatMs(result.loopbackPingMs)} ms without it). Requests are sent one at a time on a kept-alive`,
 		`connection: after ${options.warmupRequests} warm-up requests per store and kind, the stores taking turns request by request`,
 		`(every session is read by its server before measuring), ${options.latencyRounds} rounds of ${options.requestsPerRound} requests per store, the stores`,
-		`alternating (A B, B A, …): neither server idles past ResilientStore's \`nearCacheMaxLagMs\` (1 s), after which its first read would go to Redis.`,
+		"alternating (A B, B A, …): neither server idles past ResilientStore's `nearCacheMaxLagMs` (1 s), after which its",
+		'first read would go to Redis.',
 		'',
 		'- **p50 / p90 ms**: latency of one request at the client, from sending it to the end of the response.',
 		'- **round trips/req**: round trips to Redis counted by the proxy, over the requests. On each connection,',

@@ -51,7 +51,9 @@ const USAGE = `Usage: npm run bench -- [options]
   --round-seconds <s>    length of one throughput or loopback round (default 2)
   --connections <n>      autocannon connections (default 16)
   --sessions <n>         logged-in sessions per server that the session requests take turns
-                         with, in the throughput, latency and metrics parts (default 64)
+                         with, in the throughput part, the latency part's loopback step and
+                         the metrics part (default 64; above ResilientStore's memory.max,
+                         10,000, its warm copies no longer hold every session)
   --quick                short rounds, fewer repeats; writes no results
   --help                 this text`;
 
