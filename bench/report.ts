@@ -466,7 +466,8 @@ export const latencyTargets = (result: LatencyResult): TargetRow[] => {
 								`${perRequest(link.resilient.roundTripsPerRequest)} per request (${link.resilient.requestsWithRoundTrips} of ${link.resilient.requests} requests made any); ` +
 								`${pings} PING round trips in ${formatSeconds(spanMs)} s (at most ${allowedPings}: one per ${PING_EVERY_MS} ms); ` +
 								`connect-redis ${perRequest(link['connect-redis'].roundTripsPerRequest)}`,
-							met: link.resilient.requestsWithRoundTrips === 0 && link.resilient.roundTripsPerRequest === 0 && pings <= allowedPings,
+							// No round trip in the rounds, those after a round's last response included.
+							met: link.resilient.roundTripsPerRequest === 0 && pings <= allowedPings,
 						},
 			);
 		}
